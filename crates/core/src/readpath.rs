@@ -1,0 +1,253 @@
+//! The read path shared by backends whose log is gap-free and indexed by key (the in-memory
+//! store and the embedded engine): they provide [`LogAccess`], this module turns stream and
+//! `$all` reads into index lookups, record fetches and visibility checks.
+
+use std::collections::HashMap;
+
+use crate::error::{ReadError, StorageError};
+use crate::event::{Link, RecordedEvent, ResolvedEvent, Timestamp};
+use crate::name::{StreamKind, StreamName};
+use crate::position::Position;
+use crate::read::{AllFrom, AllSlice, Direction, ReadAllOptions, ReadStreamOptions};
+use crate::visibility::{ReadContext, Restriction, stream_range};
+
+/// What an index is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IndexKey<'a> {
+    /// A stream (regular or `$$`): sequence numbers are revisions.
+    Stream(&'a str),
+    /// A category (`$ce-<category>`): sequence numbers count the category's events.
+    Category(&'a str),
+    /// An event type (`$et-<type>`).
+    EventType(&'a str),
+}
+
+impl IndexKey<'_> {
+    /// True when the record belongs under this key. Backends that key indexes by hash may
+    /// return entries of a colliding key; this check drops them.
+    pub fn owns(&self, event: &RecordedEvent) -> bool {
+        match *self {
+            IndexKey::Stream(name) => event.stream.as_str() == name,
+            IndexKey::Category(category) => event.stream.category() == Some(category),
+            IndexKey::EventType(event_type) => event.event_type.as_str() == event_type,
+        }
+    }
+}
+
+/// One index entry: a sequence number under its key and the record's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The record's number under the key (its revision, for stream keys).
+    pub seq: u64,
+    /// Where the record is in the log.
+    pub position: Position,
+}
+
+/// A backend's log and indexes, as the shared read path needs them.
+pub trait LogAccess {
+    /// The position after the last committed record.
+    fn head(&self) -> Position;
+
+    /// Up to `max` consecutive committed records starting at `from` (inclusive) in
+    /// `direction`.
+    fn scan(
+        &mut self,
+        from: Position,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StorageError>;
+
+    /// The highest sequence number under a key, `None` if the key has no entries.
+    fn last_seq(&mut self, key: IndexKey<'_>) -> Result<Option<u64>, StorageError>;
+
+    /// Up to `max` entries under a key starting at `first` (inclusive) in `direction`.
+    fn entries(
+        &mut self,
+        key: IndexKey<'_>,
+        first: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<IndexEntry>, StorageError>;
+
+    /// The record at a position.
+    fn record(&mut self, position: Position) -> Result<RecordedEvent, StorageError>;
+
+    /// What restricts a regular stream's visibility.
+    fn restriction(&mut self, stream: &StreamName) -> Result<Restriction, StorageError>;
+}
+
+/// Index entries fetched per lookup.
+const ENTRY_BATCH: usize = 256;
+/// Records fetched per scan of the log.
+const SCAN_BATCH: usize = 1024;
+
+/// Caches restrictions for the duration of one read.
+struct Restrictions(HashMap<StreamName, Restriction>);
+
+impl Restrictions {
+    fn shows<A: LogAccess>(
+        &mut self,
+        access: &mut A,
+        event: &RecordedEvent,
+        context: ReadContext,
+        now: Timestamp,
+    ) -> Result<bool, StorageError> {
+        if event.stream.kind() != StreamKind::Regular {
+            return Ok(true);
+        }
+        if !self.0.contains_key(&event.stream) {
+            let restriction = access.restriction(&event.stream)?;
+            self.0.insert(event.stream.clone(), restriction);
+        }
+        Ok(self
+            .0
+            .get(&event.stream)
+            .is_none_or(|r| r.shows(event, context, now)))
+    }
+}
+
+/// Reads a stream through the indexes.
+pub fn read_stream<A: LogAccess>(
+    access: &mut A,
+    stream: &StreamName,
+    options: ReadStreamOptions,
+    now: Timestamp,
+) -> Result<Vec<ResolvedEvent>, ReadError> {
+    let (key, is_virtual) = match stream.kind() {
+        StreamKind::Category { category } => (IndexKey::Category(category), true),
+        StreamKind::EventType { event_type } => (IndexKey::EventType(event_type), true),
+        _ => (IndexKey::Stream(stream.as_str()), false),
+    };
+    let not_found = || ReadError::StreamNotFound {
+        stream: stream.clone(),
+    };
+    let last = access.last_seq(key)?.ok_or_else(not_found)?;
+    let own = if stream.kind() == StreamKind::Regular {
+        let restriction = access.restriction(stream)?;
+        if restriction.tombstone_revision.is_some() {
+            return Err(ReadError::StreamDeleted {
+                stream: stream.clone(),
+            });
+        }
+        if restriction
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.is_soft_deleted())
+        {
+            return Err(not_found());
+        }
+        restriction
+    } else {
+        Restriction::default()
+    };
+    let first_visible = own.first_visible_revision();
+    let Some((start, _)) = stream_range(options.from, options.direction, last, first_visible)
+    else {
+        return Ok(Vec::new());
+    };
+    let in_range = |seq: u64| match options.direction {
+        Direction::Forward => seq <= last,
+        Direction::Backward => seq >= first_visible,
+    };
+    let limit = usize::try_from(options.limit).unwrap_or(usize::MAX);
+    let mut restrictions = Restrictions(HashMap::new());
+    let mut out = Vec::new();
+    let mut next = Some(start);
+    while let Some(from) = next.filter(|_| out.len() < limit) {
+        let entries = access.entries(key, from, options.direction, ENTRY_BATCH)?;
+        let Some(last_entry) = entries.last() else {
+            break;
+        };
+        next = match options.direction {
+            Direction::Forward => Some(last_entry.seq + 1),
+            Direction::Backward => last_entry.seq.checked_sub(1),
+        };
+        for entry in entries {
+            if !in_range(entry.seq) {
+                next = None;
+                break;
+            }
+            let event = access.record(entry.position)?;
+            if !key.owns(&event) {
+                continue;
+            }
+            let shows = if is_virtual {
+                restrictions.shows(access, &event, ReadContext::Stream, now)?
+            } else {
+                own.shows(&event, ReadContext::Stream, now)
+            };
+            if shows {
+                let link = is_virtual.then(|| Link {
+                    stream: stream.clone(),
+                    revision: entry.seq,
+                });
+                out.push(ResolvedEvent { event, link });
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the global log.
+pub fn read_all<A: LogAccess>(
+    access: &mut A,
+    options: &ReadAllOptions,
+    now: Timestamp,
+) -> Result<AllSlice, ReadError> {
+    let head = access.head().0;
+    let limit = usize::try_from(options.limit).unwrap_or(usize::MAX);
+    let mut budget = options.max_scan.unwrap_or(u64::MAX).max(1);
+    let mut restrictions = Restrictions(HashMap::new());
+    let mut events = Vec::new();
+    // `next` is the first position not yet examined; backward, `None` past position 0.
+    let mut next = match (options.direction, options.from) {
+        (Direction::Forward, AllFrom::Start) => Some(0),
+        (Direction::Forward, AllFrom::End) => Some(head),
+        (Direction::Forward, AllFrom::Position(p)) => Some(p.0),
+        (Direction::Backward, AllFrom::Start) => (head > 0).then_some(0),
+        (Direction::Backward, AllFrom::End) => head.checked_sub(1),
+        (Direction::Backward, AllFrom::Position(p)) => head.checked_sub(1).map(|l| p.0.min(l)),
+    };
+    while events.len() < limit && budget > 0 {
+        let Some(from) = next.filter(|p| *p < head) else {
+            break;
+        };
+        let batch = usize::try_from(budget)
+            .unwrap_or(usize::MAX)
+            .min(SCAN_BATCH);
+        let records = access.scan(Position(from), options.direction, batch)?;
+        if records.is_empty() {
+            break;
+        }
+        for event in records {
+            let position = event.position.0;
+            budget -= 1;
+            next = match options.direction {
+                Direction::Forward => Some(position + 1),
+                Direction::Backward => position.checked_sub(1),
+            };
+            let passes = options
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.matches(event.stream.as_str(), event.event_type.as_str()));
+            if passes && restrictions.shows(access, &event, ReadContext::All, now)? {
+                events.push(event.into());
+            }
+            if events.len() == limit || budget == 0 {
+                break;
+            }
+        }
+    }
+    let end_of_log = match options.direction {
+        Direction::Forward => next.is_none_or(|p| p >= head),
+        Direction::Backward => next.is_none(),
+    };
+    Ok(AllSlice {
+        events,
+        next: next.map(Position),
+        end_of_log,
+    })
+}
