@@ -214,6 +214,7 @@ impl LogAccess for View<'_> {
         let entry = |(seq, position): (usize, &Position)| IndexEntry {
             seq: seq as u64,
             position: *position,
+            address: position.0,
         };
         let first = usize::try_from(first).unwrap_or(usize::MAX);
         Ok(match direction {
@@ -237,8 +238,8 @@ impl LogAccess for View<'_> {
         })
     }
 
-    fn record(&mut self, position: Position) -> Result<RecordedEvent, StorageError> {
-        self.0.stored(position).map(|s| s.event.clone())
+    fn record(&mut self, entry: &IndexEntry) -> Result<RecordedEvent, StorageError> {
+        self.0.stored(entry.position).map(|s| s.event.clone())
     }
 
     fn restriction(&mut self, stream: &StreamName) -> Result<Restriction, StorageError> {

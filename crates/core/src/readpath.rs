@@ -41,6 +41,8 @@ pub struct IndexEntry {
     pub seq: u64,
     /// Where the record is in the log.
     pub position: Position,
+    /// Where the backend finds the record (backend-specific, e.g. a file offset).
+    pub address: u64,
 }
 
 /// A backend's log and indexes, as the shared read path needs them.
@@ -69,8 +71,8 @@ pub trait LogAccess {
         max: usize,
     ) -> Result<Vec<IndexEntry>, StorageError>;
 
-    /// The record at a position.
-    fn record(&mut self, position: Position) -> Result<RecordedEvent, StorageError>;
+    /// The record an index entry points to.
+    fn record(&mut self, entry: &IndexEntry) -> Result<RecordedEvent, StorageError>;
 
     /// What restricts a regular stream's visibility.
     fn restriction(&mut self, stream: &StreamName) -> Result<Restriction, StorageError>;
@@ -167,7 +169,7 @@ pub fn read_stream<A: LogAccess>(
                 next = None;
                 break;
             }
-            let event = access.record(entry.position)?;
+            let event = access.record(&entry)?;
             if !key.owns(&event) {
                 continue;
             }
