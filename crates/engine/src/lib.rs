@@ -1,1 +1,20 @@
-//! The embedded storage engine.
+//! The embedded storage engine, Annals' default backend.
+//!
+//! - [`device`]: the byte-level I/O trait every file access goes through.
+//! - [`record`]: the on-disk record and segment formats.
+//! - [`log`]: the segmented append-only log.
+//! - [`index`]: stream, category, event-type and sparse `$all` indexes (an LSM of sorted runs).
+//! - [`writer`]: the single writer thread with group commit.
+//! - [`engine`]: opening (recovery), reads, and the core traits.
+//! - [`verify`]: the offline checker behind `annals verify`.
+
+pub mod device;
+pub mod engine;
+pub mod index;
+pub mod log;
+pub mod record;
+mod recovery;
+pub mod verify;
+mod writer;
+
+pub use engine::{Config, Engine, OpenError};

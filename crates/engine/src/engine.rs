@@ -1,0 +1,520 @@
+//! The engine: configuration, opening (with recovery), reads, and the core traits.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use annals_core::readpath::{self, IndexEntry, IndexKey, LogAccess};
+use annals_core::visibility::Restriction;
+use annals_core::write::{self, Limits};
+use annals_core::{
+    AllSlice, AppendError, AppendResult, Clock, Direction, EventAppender, EventReader, Position,
+    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, ResolvedEvent, StorageError,
+    StreamKind, StreamMetadata, StreamName, SystemClock, WriteRequest,
+};
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::device::{StdVfs, Vfs};
+use crate::index::{Entry, Index, KeyKind, key_hash};
+use crate::log::Log;
+use crate::record::Record;
+use crate::{recovery, writer};
+
+/// Every this many positions, the sparse `$all` index records an address.
+pub const SPARSE_EVERY: u64 = 256;
+
+/// Engine settings. `Config::default()` is durable and suits production.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// fdatasync every group commit before acknowledging it (the default). Turning it off
+    /// trades durability for speed: acknowledged appends can be lost on power failure.
+    pub sync: bool,
+    /// A new segment starts when the current one would grow past this (default 256 MiB).
+    pub segment_bytes: u64,
+    /// Index entries kept in memory before they are written as a run (default 1 Mi).
+    pub memtable_entries: usize,
+    /// Write requests that may wait for the writer (default 1024).
+    pub queue_depth: usize,
+    /// A group commit stops taking requests once it holds this many bytes (default 8 MiB).
+    pub group_max_bytes: usize,
+    /// Event and append size limits.
+    pub limits: Limits,
+    /// Commit timestamps and `max_age`.
+    pub clock: Arc<dyn Clock>,
+    /// File access.
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sync: true,
+            segment_bytes: 256 << 20,
+            memtable_entries: 1 << 20,
+            queue_depth: 1024,
+            group_max_bytes: 8 << 20,
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            vfs: Arc::new(StdVfs),
+        }
+    }
+}
+
+/// Why the engine could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data directory is in use by another process.
+    #[error("data directory {dir} is in use: {source}")]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The lock failure.
+        source: std::io::Error,
+    },
+    /// Storage failed or is corrupt.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What restricts a stream, as the engine tracks it (streams with metadata or tombstones).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Restricted {
+    pub(crate) metadata: Option<StreamMetadata>,
+    pub(crate) tombstone_revision: Option<u64>,
+}
+
+/// Holds the data directory's lock file open.
+struct DirLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl std::fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirLock")
+    }
+}
+
+/// State that changes with each commit, read by readers.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    /// The next position to be written.
+    pub(crate) next_position: u64,
+    pub(crate) restrictions: HashMap<StreamName, Restricted>,
+    /// (position, address), ascending: every `SPARSE_EVERY`th record and each segment's first.
+    pub(crate) sparse: Vec<(u64, u64)>,
+}
+
+/// Everything the writer, the flusher and readers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) log: Log,
+    pub(crate) index: Index,
+    pub(crate) published: RwLock<Published>,
+    pub(crate) head: watch::Sender<Position>,
+    poison: Mutex<Option<Arc<str>>>,
+    _lock: DirLock,
+}
+
+impl Shared {
+    /// Stops all writes until the engine is reopened.
+    pub(crate) fn poison(&self, cause: &StorageError) {
+        tracing::error!(error = %cause, "storage failure: the engine stops accepting writes");
+        self.poison
+            .lock()
+            .get_or_insert_with(|| Arc::from(cause.to_string()));
+    }
+
+    /// The poisoning error, if the engine is poisoned.
+    pub(crate) fn poisoned(&self) -> Option<StorageError> {
+        self.poison
+            .lock()
+            .as_ref()
+            .map(|cause| StorageError::Poisoned {
+                cause: Arc::clone(cause),
+            })
+    }
+
+    /// The committed state of a stream's last record: (revision, id, tombstone).
+    pub(crate) fn last_record(&self, stream: &StreamName) -> Result<Option<Record>, StorageError> {
+        let key = key_hash(KeyKind::Stream, stream.as_str());
+        // A few entries so that a hash collision does not hide the stream's own last record.
+        for entry in self.index.range(key, u64::MAX, Direction::Backward, 4)? {
+            let record = self.record(&entry)?;
+            if record.event.stream == *stream {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record an index entry points to, checked against the entry.
+    pub(crate) fn record(&self, entry: &Entry) -> Result<Record, StorageError> {
+        let record = self.log.record(entry.address)?;
+        if record.event.position.0 != entry.position {
+            let (segment, offset) = crate::log::split(entry.address);
+            return Err(StorageError::corruption(
+                self.log_dir.join(crate::log::file_name(segment)),
+                offset,
+                format!(
+                    "index entry says position {}, the record there is at {}",
+                    entry.position, record.event.position
+                ),
+            ));
+        }
+        Ok(record)
+    }
+}
+
+/// The next sequence number under a category or event-type key; `overlay` holds the numbers
+/// handed out since the index last saw them.
+fn next_seq(index: &Index, key: u64, overlay: &mut HashMap<u64, u64>) -> Result<u64, StorageError> {
+    let next = match overlay.get(&key) {
+        Some(next) => *next,
+        None => index.last(key)?.map_or(0, |e| e.seq + 1),
+    };
+    overlay.insert(key, next + 1);
+    Ok(next)
+}
+
+/// The index entries of a record: its stream, category and event type, and (every
+/// `SPARSE_EVERY` positions and at each segment start) the sparse `$all` index.
+pub(crate) fn entries_for(
+    index: &Index,
+    event: &RecordedEvent,
+    address: u64,
+    first_in_segment: bool,
+    overlay: &mut HashMap<u64, u64>,
+) -> Result<Vec<Entry>, StorageError> {
+    let position = event.position.0;
+    let entry = |key, seq| Entry {
+        key,
+        seq,
+        position,
+        address,
+    };
+    let mut out = vec![entry(
+        key_hash(KeyKind::Stream, event.stream.as_str()),
+        event.revision,
+    )];
+    if let Some(category) = event.stream.category() {
+        let key = key_hash(KeyKind::Category, category);
+        out.push(entry(key, next_seq(index, key, overlay)?));
+    }
+    let key = key_hash(KeyKind::EventType, event.event_type.as_str());
+    out.push(entry(key, next_seq(index, key, overlay)?));
+    if first_in_segment || position % SPARSE_EVERY == 0 {
+        out.push(entry(key_hash(KeyKind::All, ""), position));
+    }
+    Ok(out)
+}
+
+/// Records what a metadata or tombstone record changes in the restrictions.
+pub(crate) fn apply_restriction(
+    restrictions: &mut HashMap<StreamName, Restricted>,
+    event: &RecordedEvent,
+    tombstone: bool,
+) {
+    if tombstone {
+        restrictions
+            .entry(event.stream.clone())
+            .or_default()
+            .tombstone_revision = Some(event.revision);
+    } else if let Some(target) = event.stream.metadata_target() {
+        match StreamMetadata::from_bytes(&event.data) {
+            Ok(metadata) => restrictions.entry(target).or_default().metadata = Some(metadata),
+            Err(e) => {
+                tracing::warn!(stream = %event.stream, error = %e, "unreadable stream metadata")
+            }
+        }
+    }
+}
+
+/// The embedded event store. Cheap to share behind an `Arc`; close it with
+/// [`Engine::close`] (dropping it also shuts down cleanly).
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    queue: Option<mpsc::Sender<writer::Request>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Opens (or creates) the store in `dir`, recovering from any crash first.
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self, OpenError> {
+        let dir = dir.as_ref().to_owned();
+        let vfs = Arc::clone(&config.vfs);
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |e| StorageError::io(what, e)
+        };
+        let log_dir = dir.join("log");
+        let index_dir = dir.join("index");
+        vfs.create_dir_all(&log_dir)
+            .map_err(io("creating the log directory"))?;
+        vfs.create_dir_all(&index_dir)
+            .map_err(io("creating the index directory"))?;
+        let lock = vfs
+            .lock(&dir.join("LOCK"))
+            .map_err(|source| OpenError::Locked {
+                dir: dir.clone(),
+                source,
+            })?;
+        let (index, problem) = Index::open(Arc::clone(&vfs), &index_dir);
+        if let Some(problem) = problem {
+            tracing::warn!(error = %problem, "index unreadable; rebuilding it from the log");
+            index.reset()?;
+        }
+        let recovered = recovery::recover(vfs.as_ref(), &log_dir, &index)?;
+        let shared = Arc::new(Shared {
+            head: watch::Sender::new(Position(recovered.published.next_position)),
+            published: RwLock::new(recovered.published),
+            log: recovered.log,
+            index,
+            log_dir,
+            config: config.clone(),
+            poison: Mutex::new(None),
+            _lock: DirLock(lock),
+        });
+        let (queue, requests) = mpsc::channel(config.queue_depth.max(1));
+        let threads = writer::start(Arc::clone(&shared), requests, recovered.tail)?;
+        Ok(Self {
+            shared,
+            path: dir,
+            queue: Some(queue),
+            threads,
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Bytes of memory the index holds (approximate).
+    pub fn index_memory_bytes(&self) -> usize {
+        self.shared.index.memory_bytes()
+    }
+
+    /// Stops the writer after the queued requests and waits for it. Every acknowledged
+    /// append is already durable; this only releases the files.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.queue.take();
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("an engine thread panicked");
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot<'_> {
+        let next = self.shared.published.read().next_position;
+        Snapshot {
+            shared: &self.shared,
+            head: next,
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[async_trait]
+impl EventAppender for Engine {
+    async fn write(&self, request: WriteRequest) -> Result<Vec<AppendResult>, AppendError> {
+        write::validate(&request, &self.shared.config.limits)?;
+        if let Some(poisoned) = self.shared.poisoned() {
+            return Err(poisoned.into());
+        }
+        let queue = self.queue.as_ref().ok_or(StorageError::Closed)?;
+        let (reply, response) = oneshot::channel();
+        queue
+            .send(writer::Request {
+                write: request,
+                reply,
+            })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        response.await.map_err(|_| StorageError::Closed)?
+    }
+}
+
+#[async_trait]
+impl EventReader for Engine {
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        options: ReadStreamOptions,
+    ) -> Result<Vec<ResolvedEvent>, ReadError> {
+        let now = self.shared.config.clock.now();
+        readpath::read_stream(&mut self.snapshot(), stream, options, now)
+    }
+
+    async fn read_all(&self, options: ReadAllOptions) -> Result<AllSlice, ReadError> {
+        let now = self.shared.config.clock.now();
+        readpath::read_all(&mut self.snapshot(), &options, now)
+    }
+
+    fn watch_head(&self) -> watch::Receiver<Position> {
+        self.shared.head.subscribe()
+    }
+}
+
+/// A reader's view: everything below `head` is committed.
+struct Snapshot<'a> {
+    shared: &'a Shared,
+    head: u64,
+}
+
+impl Snapshot<'_> {
+    /// The sparse entry at or before `position`.
+    fn floor(&self, position: u64) -> Option<(u64, u64)> {
+        let published = self.shared.published.read();
+        let i = published.sparse.partition_point(|(p, _)| *p <= position);
+        i.checked_sub(1).map(|i| published.sparse[i])
+    }
+
+    /// Records `from..=to` (positions), ascending.
+    fn forward(&self, from: u64, to: u64, max: usize) -> Result<Vec<RecordedEvent>, StorageError> {
+        let mut out = Vec::new();
+        let Some((_, address)) = self.floor(from) else {
+            return Ok(out);
+        };
+        self.shared.log.scan(address, |record, _| {
+            let position = record.event.position.0;
+            if position > to || position >= self.head {
+                return false;
+            }
+            if position >= from {
+                out.push(record.event);
+            }
+            out.len() < max
+        })?;
+        Ok(out)
+    }
+}
+
+fn key_of(key: IndexKey<'_>) -> u64 {
+    match key {
+        IndexKey::Stream(name) => key_hash(KeyKind::Stream, name),
+        IndexKey::Category(name) => key_hash(KeyKind::Category, name),
+        IndexKey::EventType(name) => key_hash(KeyKind::EventType, name),
+    }
+}
+
+impl LogAccess for Snapshot<'_> {
+    fn head(&self) -> Position {
+        Position(self.head)
+    }
+
+    fn scan(
+        &mut self,
+        from: Position,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        match direction {
+            Direction::Forward => self.forward(from.0, u64::MAX, max),
+            Direction::Backward => {
+                let mut out = Vec::new();
+                let mut upto = from.0.min(self.head.saturating_sub(1));
+                while out.len() < max && self.head > 0 {
+                    let Some((start, _)) = self.floor(upto) else {
+                        break;
+                    };
+                    let mut chunk = self.forward(start, upto, usize::MAX)?;
+                    chunk.reverse();
+                    out.extend(chunk.into_iter().take(max - out.len()));
+                    let Some(next) = start.checked_sub(1) else {
+                        break;
+                    };
+                    upto = next;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn last_seq(&mut self, key: IndexKey<'_>) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .shared
+            .index
+            .last(key_of(key))?
+            .filter(|e| e.position < self.head)
+            .map(|e| e.seq))
+    }
+
+    fn entries(
+        &mut self,
+        key: IndexKey<'_>,
+        first: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<IndexEntry>, StorageError> {
+        let entries = self
+            .shared
+            .index
+            .range(key_of(key), first, direction, max)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| IndexEntry {
+                seq: e.seq,
+                position: Position(e.position),
+                address: e.address,
+            })
+            .collect())
+    }
+
+    fn record(&mut self, entry: &IndexEntry) -> Result<RecordedEvent, StorageError> {
+        let entry = Entry {
+            key: 0,
+            seq: entry.seq,
+            position: entry.position.0,
+            address: entry.address,
+        };
+        self.shared.record(&entry).map(|r| r.event)
+    }
+
+    fn restriction(&mut self, stream: &StreamName) -> Result<Restriction, StorageError> {
+        if stream.kind() != StreamKind::Regular {
+            return Ok(Restriction::default());
+        }
+        let restricted = self
+            .shared
+            .published
+            .read()
+            .restrictions
+            .get(stream)
+            .cloned();
+        let Some(restricted) = restricted else {
+            return Ok(Restriction::default());
+        };
+        let needs_last = restricted.metadata.is_some();
+        let last_revision = if needs_last {
+            self.shared.last_record(stream)?.map(|r| r.event.revision)
+        } else {
+            None
+        };
+        Ok(Restriction {
+            metadata: restricted.metadata,
+            last_revision,
+            tombstone_revision: restricted.tombstone_revision,
+        })
+    }
+}

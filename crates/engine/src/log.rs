@@ -1,0 +1,284 @@
+//! The segmented append-only log: files `log/<number>.seg`, each a header and records.
+//! Addresses are `segment number << 32 | byte offset`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use annals_core::{Position, StorageError};
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::device::{Device, Vfs};
+use crate::record::{self, DecodeError, FRAME_LEN, Record, SEGMENT_HEADER_LEN, SegmentHeader};
+
+/// Bytes read per chunk when scanning.
+pub const SCAN_CHUNK: usize = 1 << 20;
+
+/// Builds an address.
+pub fn address(segment: u64, offset: u64) -> u64 {
+    segment << 32 | offset
+}
+
+/// Splits an address.
+pub fn split(address: u64) -> (u64, u64) {
+    (address >> 32, address & 0xFFFF_FFFF)
+}
+
+/// One segment file.
+#[derive(Debug)]
+pub struct Segment {
+    /// Its number.
+    pub number: u64,
+    /// Position of its first record.
+    pub base: Position,
+    /// The file.
+    pub device: Arc<dyn Device>,
+    /// Its path.
+    pub path: PathBuf,
+    /// Bytes that hold committed records (readers never look past this).
+    pub committed_len: AtomicU64,
+}
+
+impl Segment {
+    /// Creates a segment file with its header, durably.
+    pub fn create(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        number: u64,
+        base: Position,
+    ) -> Result<Self, StorageError> {
+        let path = dir.join(file_name(number));
+        let io = |e| StorageError::io(format!("creating segment {}", path.display()), e);
+        let device = vfs.open(&path, true).map_err(io)?;
+        device.set_len(0).map_err(io)?;
+        device
+            .write_at(
+                &SegmentHeader {
+                    number,
+                    base_position: base,
+                }
+                .encode(),
+                0,
+            )
+            .map_err(io)?;
+        device.sync_data().map_err(io)?;
+        vfs.sync_dir(dir).map_err(io)?;
+        Ok(Self {
+            number,
+            base,
+            device,
+            path,
+            committed_len: AtomicU64::new(SEGMENT_HEADER_LEN),
+        })
+    }
+
+    /// Opens a segment and checks its header.
+    pub fn open(vfs: &dyn Vfs, dir: &Path, number: u64) -> Result<Self, StorageError> {
+        let path = dir.join(file_name(number));
+        let io = |e| StorageError::io(format!("opening segment {}", path.display()), e);
+        let device = vfs.open(&path, false).map_err(io)?;
+        let len = device.len().map_err(io)?;
+        let mut header = [0; SEGMENT_HEADER_LEN as usize];
+        if len < SEGMENT_HEADER_LEN {
+            return Err(StorageError::corruption(
+                &path,
+                0,
+                "segment is shorter than its header",
+            ));
+        }
+        device.read_at(&mut header, 0).map_err(io)?;
+        let header =
+            SegmentHeader::decode(&header).map_err(|d| StorageError::corruption(&path, 0, d))?;
+        if header.number != number {
+            let detail = format!(
+                "header says segment {}, file name says {number}",
+                header.number
+            );
+            return Err(StorageError::corruption(&path, 16, detail));
+        }
+        Ok(Self {
+            number,
+            base: header.base_position,
+            device,
+            path,
+            committed_len: AtomicU64::new(len),
+        })
+    }
+
+    /// Reads `len` bytes at `offset`.
+    pub fn read(&self, offset: u64, len: usize) -> Result<Bytes, StorageError> {
+        let mut buf = vec![0; len];
+        self.device.read_at(&mut buf, offset).map_err(|e| {
+            StorageError::io(format!("reading {} at {offset}", self.path.display()), e)
+        })?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// The committed length.
+    pub fn len(&self) -> u64 {
+        self.committed_len.load(Ordering::Acquire)
+    }
+
+    /// Reads and decodes the record at `offset`.
+    pub fn record_at(&self, offset: u64) -> Result<Record, StorageError> {
+        let head = self.read(offset, FRAME_LEN)?;
+        let total = record::frame_len(&head).map_err(|e| self.corrupt(offset, e))?;
+        let bytes = self.read(offset, total)?;
+        record::decode(&bytes)
+            .map(|(r, _)| r)
+            .map_err(|e| self.corrupt(offset, e))
+    }
+
+    /// A corruption error at `offset` in this segment.
+    pub fn corrupt(&self, offset: u64, e: DecodeError) -> StorageError {
+        StorageError::corruption(&self.path, offset, e.to_string())
+    }
+}
+
+/// The file name of segment `number`.
+pub fn file_name(number: u64) -> String {
+    format!("{number:010}.seg")
+}
+
+/// The segment numbers present in `dir`, sorted.
+pub fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>, StorageError> {
+    let names = vfs
+        .list(dir)
+        .map_err(|e| StorageError::io("listing segments", e))?;
+    let mut numbers: Vec<u64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".seg"))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// The open segments.
+#[derive(Debug, Default)]
+pub struct Log {
+    segments: RwLock<Vec<Arc<Segment>>>,
+}
+
+impl Log {
+    /// A log of these segments (contiguous numbers, ascending).
+    pub fn new(segments: Vec<Arc<Segment>>) -> Self {
+        Self {
+            segments: RwLock::new(segments),
+        }
+    }
+
+    /// Adds a new last segment.
+    pub fn push(&self, segment: Arc<Segment>) {
+        self.segments.write().push(segment);
+    }
+
+    /// The segment with this number.
+    pub fn segment(&self, number: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read();
+        let first = segments.first()?.number;
+        let index = usize::try_from(number.checked_sub(first)?).ok()?;
+        segments.get(index).cloned()
+    }
+
+    /// The last segment.
+    pub fn last(&self) -> Option<Arc<Segment>> {
+        self.segments.read().last().cloned()
+    }
+
+    /// All segments.
+    pub fn all(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().clone()
+    }
+
+    /// Reads the record at an address.
+    pub fn record(&self, address: u64) -> Result<Record, StorageError> {
+        let (number, offset) = split(address);
+        let segment = self.segment(number).ok_or_else(|| {
+            StorageError::backend(format!("index points to missing segment {number}"))
+        })?;
+        segment.record_at(offset)
+    }
+
+    /// Reads consecutive committed records starting at `address`, calling `visit` for each
+    /// until it returns false or committed data ends. Crosses segment boundaries.
+    pub fn scan(
+        &self,
+        address: u64,
+        mut visit: impl FnMut(Record, u64) -> bool,
+    ) -> Result<(), StorageError> {
+        let (mut number, mut offset) = split(address);
+        while let Some(segment) = self.segment(number) {
+            let mut stop = false;
+            let mut failure = None;
+            read_records(&segment, offset, segment.len(), |item| match item {
+                Ok((record, at, _)) => {
+                    stop = !visit(record, self::address(number, at));
+                    !stop
+                }
+                Err((at, e)) => {
+                    failure = Some(segment.corrupt(at, e));
+                    false
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if stop {
+                return Ok(());
+            }
+            number += 1;
+            offset = SEGMENT_HEADER_LEN;
+        }
+        Ok(())
+    }
+}
+
+/// A record read from a segment, or the offset and reason where decoding failed.
+pub type ReadItem = Result<(Record, u64, usize), (u64, DecodeError)>;
+
+/// Decodes the records of `segment` in `offset..end`, in chunks, calling `visit` for each
+/// (and once for the first failure, after which it stops). `visit` returns false to stop.
+pub fn read_records(
+    segment: &Segment,
+    mut offset: u64,
+    end: u64,
+    mut visit: impl FnMut(ReadItem) -> bool,
+) -> Result<(), StorageError> {
+    while offset < end {
+        let remaining = end - offset;
+        let mut want = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(SCAN_CHUNK);
+        let mut chunk = segment.read(offset, want)?;
+        let mut consumed = 0usize;
+        while !chunk.is_empty() {
+            match record::decode(&chunk) {
+                Ok((record, len)) => {
+                    if !visit(Ok((record, offset + consumed as u64, len))) {
+                        return Ok(());
+                    }
+                    consumed += len;
+                    chunk = chunk.slice(len..);
+                }
+                Err(DecodeError::Truncated { need, .. })
+                    if consumed > 0 || (need > want && need as u64 <= remaining) =>
+                {
+                    if consumed > 0 {
+                        break;
+                    }
+                    // One record larger than the chunk: read it whole.
+                    want = need;
+                    chunk = segment.read(offset, want)?;
+                }
+                Err(e) => {
+                    visit(Err((offset + consumed as u64, e)));
+                    return Ok(());
+                }
+            }
+        }
+        offset += consumed as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Engine-specific behaviour: reopen, group commit, torn tails, corruption, poisoning.
+
+use std::sync::Arc;
+
+use annals_core::{
+    EventAppender, EventReader, EventType, ExpectedRevision, NewEvent, Position, ReadAllOptions,
+    ReadStreamOptions, StorageError, StreamName,
+};
+use annals_engine::{Config, Engine, OpenError};
+
+fn event(n: u32) -> NewEvent {
+    NewEvent::json(EventType::new("Tested").unwrap(), format!("{{\"n\":{n}}}"))
+}
+
+fn stream(name: &str) -> StreamName {
+    StreamName::new(name).unwrap()
+}
+
+fn small_config() -> Config {
+    Config {
+        segment_bytes: 64 << 10,
+        memtable_entries: 1000,
+        ..Config::default()
+    }
+}
+
+async fn fill(engine: &Engine, streams: usize, per_stream: u32) {
+    for s in 0..streams {
+        for n in 0..per_stream {
+            let name = stream(&format!("order-{s}"));
+            engine
+                .append(&name, ExpectedRevision::Any, vec![event(n)])
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn count_all(engine: &Engine) -> usize {
+    engine
+        .read_all(ReadAllOptions::forward())
+        .await
+        .unwrap()
+        .events
+        .len()
+}
+
+#[tokio::test]
+async fn data_survives_reopen_across_segments_and_index_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), small_config()).unwrap();
+    fill(&engine, 10, 120).await;
+    engine.close();
+    let engine = Engine::open(dir.path(), small_config()).unwrap();
+    assert_eq!(count_all(&engine).await, 1200);
+    let events = engine
+        .read_stream(&stream("order-7"), ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 120);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.event.revision == i as u64)
+    );
+    let segments = std::fs::read_dir(dir.path().join("log")).unwrap().count();
+    assert!(segments > 1, "expected several segments, got {segments}");
+    let runs = std::fs::read_dir(dir.path().join("index")).unwrap().count();
+    assert!(runs > 1, "expected index runs, got {runs} files");
+    let category = engine
+        .read_stream(&stream("$ce-order"), ReadStreamOptions::backward().limit(5))
+        .await
+        .unwrap();
+    assert_eq!(category.len(), 5);
+    assert_eq!(category[0].event.position, Position(1199));
+    let report = annals_engine::verify::verify(dir.path(), |_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.records, 1200);
+    assert!(report.index_entries > 0);
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_fsyncs_and_get_gap_free_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path(), Config::default()).unwrap());
+    let mut tasks = Vec::new();
+    for w in 0..32 {
+        let engine = Arc::clone(&engine);
+        tasks.push(tokio::spawn(async move {
+            let name = stream(&format!("writer-{w}"));
+            let mut expected = ExpectedRevision::NoStream;
+            for n in 0..20 {
+                let result = engine
+                    .append(&name, expected, vec![event(n)])
+                    .await
+                    .unwrap();
+                expected = result.next_expected();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = engine
+        .read_all(ReadAllOptions::forward())
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(all.len(), 640);
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, e)| e.event.position == Position(i as u64))
+    );
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_earlier_data_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    fill(&engine, 1, 10).await;
+    engine.close();
+    let segment = dir.path().join("log").join("0000000000.seg");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    // Tear the last record in half.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(len - 20).unwrap();
+    drop(file);
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(count_all(&engine).await, 9);
+    // Writing continues at the cut.
+    fill(&engine, 1, 1).await;
+    let all = engine
+        .read_all(ReadAllOptions::forward())
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(all.last().unwrap().event.position, Position(9));
+}
+
+#[tokio::test]
+async fn corruption_before_the_tail_is_refused_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    fill(&engine, 1, 10).await;
+    engine.close();
+    let segment = dir.path().join("log").join("0000000000.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[64 + 80] ^= 0x10; // inside the first record (it spans 64..156)
+    std::fs::write(&segment, &bytes).unwrap();
+    let error = Engine::open(dir.path(), Config::default()).unwrap_err();
+    match error {
+        OpenError::Storage(StorageError::Corruption { file, offset, .. }) => {
+            assert_eq!(file, segment);
+            assert_eq!(offset, 64);
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn idempotent_append_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = vec![event(1), event(2)];
+    let name = stream("cart-1");
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    let first = engine
+        .append(&name, ExpectedRevision::NoStream, events.clone())
+        .await
+        .unwrap();
+    engine.close();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    let again = engine
+        .append(&name, ExpectedRevision::NoStream, events)
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(count_all(&engine).await, 2);
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _engine = Engine::open(dir.path(), Config::default()).unwrap();
+    assert!(matches!(
+        Engine::open(dir.path(), Config::default()),
+        Err(OpenError::Locked { .. })
+    ));
+}
