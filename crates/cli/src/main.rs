@@ -1,1 +1,79 @@
-fn main() {}
+//! `annals`: the command-line entry point.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Annals: an event store and event-driven data platform.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Data directory of the embedded store (default ./data). Subcommands accept it too,
+    /// as `--data DIR` (or `--data-dir DIR` for `append`, whose `--data` is the event).
+    #[arg(long = "data", id = "store_dir", value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append one event to a stream.
+    Append(commands::append::Args),
+    /// Read a stream, a virtual stream ($ce-…, $et-…) or the global log ($all).
+    Read(commands::read::Args),
+    /// Follow a stream or $all: catch up, then print new events as they are committed.
+    Tail(commands::tail::Args),
+    /// Check every record and index entry of a data directory (offline).
+    Verify(commands::DataDir),
+    /// Write a small order flow into the data directory and read it back three ways.
+    Demo(commands::DataDir),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let top = cli.data;
+        match cli.command {
+            Command::Append(args) => {
+                let dir = args.dir.resolve(top);
+                commands::append::run(&dir, args).await
+            }
+            Command::Read(args) => commands::read::run(&args.dir.resolve(top.clone()), args).await,
+            Command::Tail(args) => commands::tail::run(&args.dir.resolve(top.clone()), args).await,
+            Command::Verify(dir) => commands::verify::run(&dir.resolve(top)),
+            Command::Demo(dir) => commands::demo::run(&dir.resolve(top)).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
