@@ -13,6 +13,7 @@ use std::sync::Arc;
 /// Contract: `write_at` may be torn or lost by a crash until a later `sync_data` on the same
 /// device returns `Ok`; after that, the bytes survive a crash. `set_len` changes are durable
 /// after `sync_data` too. A failed `sync_data` means the state of unsynced bytes is unknown.
+#[allow(clippy::len_without_is_empty)] // a file's length is a number, not a collection
 pub trait Device: Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use annals_core::readpath::{self, IndexEntry, IndexKey, LogAccess};
@@ -115,8 +116,31 @@ pub(crate) struct Shared {
     pub(crate) index: Index,
     pub(crate) published: RwLock<Published>,
     pub(crate) head: watch::Sender<Position>,
+    pub(crate) stats: Counters,
     poison: Mutex<Option<Arc<str>>>,
     _lock: DirLock,
+}
+
+/// Running totals kept by the writer.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) groups: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) records: AtomicU64,
+    pub(crate) requests: AtomicU64,
+}
+
+/// Totals since the engine was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Group commits written.
+    pub groups: u64,
+    /// `sync_data` calls on the log.
+    pub syncs: u64,
+    /// Records written.
+    pub records: u64,
+    /// Write requests answered.
+    pub requests: u64,
 }
 
 impl Shared {
@@ -206,7 +230,7 @@ pub(crate) fn entries_for(
     }
     let key = key_hash(KeyKind::EventType, event.event_type.as_str());
     out.push(entry(key, next_seq(index, key, overlay)?));
-    if first_in_segment || position % SPARSE_EVERY == 0 {
+    if first_in_segment || position.is_multiple_of(SPARSE_EVERY) {
         out.push(entry(key_hash(KeyKind::All, ""), position));
     }
     Ok(out)
@@ -277,6 +301,7 @@ impl Engine {
             index,
             log_dir,
             config: config.clone(),
+            stats: Counters::default(),
             poison: Mutex::new(None),
             _lock: DirLock(lock),
         });
@@ -298,6 +323,17 @@ impl Engine {
     /// The configuration it was opened with.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Totals since open: group commits, syncs, records, requests.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.stats;
+        Stats {
+            groups: c.groups.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+        }
     }
 
     /// Bytes of memory the index holds (approximate).

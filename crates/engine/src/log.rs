@@ -115,8 +115,8 @@ impl Segment {
         Ok(Bytes::from(buf))
     }
 
-    /// The committed length.
-    pub fn len(&self) -> u64 {
+    /// The committed length in bytes.
+    pub fn committed(&self) -> u64 {
         self.committed_len.load(Ordering::Acquire)
     }
 
@@ -212,7 +212,7 @@ impl Log {
         while let Some(segment) = self.segment(number) {
             let mut stop = false;
             let mut failure = None;
-            read_records(&segment, offset, segment.len(), |item| match item {
+            read_records(&segment, offset, segment.committed(), |item| match item {
                 Ok((record, at, _)) => {
                     stop = !visit(record, self::address(number, at));
                     !stop

@@ -295,10 +295,8 @@ fn later_group_after(
         let plausible = record::frame_len(b).is_ok_and(|len| at + len <= bytes.len())
             && b[FRAME_LEN] == 1
             && crate::index::le_u64(&b[FRAME_LEN + 16..FRAME_LEN + 24]) > expected;
-        if plausible {
-            if let Ok((record, _)) = record::decode(&bytes.slice(at..)) {
-                return Ok(Some(record.event.position.0));
-            }
+        if let Some(Ok((record, _))) = plausible.then(|| record::decode(&bytes.slice(at..))) {
+            return Ok(Some(record.event.position.0));
         }
         at += 1;
     }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
@@ -156,8 +157,10 @@ impl Writer {
             });
             answers.push((request.reply, result));
         }
-        if !buf.is_empty() {
-            if let Err(e) = self.write_group(&buf, &encoded) {
+        if !buf.is_empty()
+            && let Err(e) = self.write_group(&buf, &encoded)
+        {
+            {
                 self.shared.poison(&e);
                 self.next_position = group_start;
                 for (reply, _) in answers {
@@ -168,6 +171,10 @@ impl Writer {
         }
         // Every answer below is for a group whose bytes are synced (or an answer that
         // wrote nothing).
+        self.shared
+            .stats
+            .requests
+            .fetch_add(answers.len() as u64, Relaxed);
         for (reply, result) in answers {
             let _ = reply.send(result);
         }
@@ -197,7 +204,13 @@ impl Writer {
             .map_err(|e| io("writing", e))?;
         if self.shared.config.sync {
             device.sync_data().map_err(|e| io("syncing", e))?;
+            self.shared.stats.syncs.fetch_add(1, Relaxed);
         }
+        self.shared.stats.groups.fetch_add(1, Relaxed);
+        self.shared
+            .stats
+            .records
+            .fetch_add(encoded.len() as u64, Relaxed);
         self.publish(encoded)?;
         self.offset += len;
         self.segment
@@ -365,10 +378,10 @@ impl Pending {
         stream
             .records
             .push((event.revision, event.id, event.position));
-        if let Some(target) = event.stream.metadata_target() {
-            if let Ok(metadata) = StreamMetadata::from_bytes(&event.data) {
-                self.metadata.insert(target, metadata);
-            }
+        if let Some(target) = event.stream.metadata_target()
+            && let Ok(metadata) = StreamMetadata::from_bytes(&event.data)
+        {
+            self.metadata.insert(target, metadata);
         }
     }
 }

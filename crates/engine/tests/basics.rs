@@ -1,4 +1,5 @@
 //! Engine-specific behaviour: reopen, group commit, torn tails, corruption, poisoning.
+#![allow(clippy::unwrap_used)] // tests fail by panicking
 
 use std::sync::Arc;
 
