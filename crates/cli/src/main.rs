@@ -22,6 +22,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the KurrentDB-compatible gRPC API and the HTTP/JSON API (SSE, metrics, OpenAPI)
+    /// on one port.
+    Serve(commands::serve::Args),
     /// Append one event to a stream.
     Append(commands::append::Args),
     /// Read a stream, a virtual stream ($ce-…, $et-…) or the global log ($all).
@@ -36,7 +39,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The server logs its life cycle; the one-shot commands only warnings.
+    init_logging(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,6 +54,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let top = cli.data;
         match cli.command {
+            Command::Serve(args) => {
+                let dir = args.dir.resolve(top);
+                commands::serve::run(&dir, args).await
+            }
             Command::Append(args) => {
                 let dir = args.dir.resolve(top);
                 commands::append::run(&dir, args).await
@@ -69,9 +77,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

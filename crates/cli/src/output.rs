@@ -67,3 +67,33 @@ pub(crate) fn to_json(event: &ResolvedEvent) -> Value {
     }
     value
 }
+
+/// Prints one event as the server's HTTP API returns it.
+pub(crate) fn print_remote_event(event: &Value, as_json: bool) {
+    if as_json {
+        println!("{event}");
+        return;
+    }
+    let text = |key: &str| event.get(key).map_or_else(String::new, |v| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let payload = match (event.get("data"), event.get("dataBase64")) {
+        (Some(data), _) if !data.is_null() => data.to_string(),
+        (_, Some(Value::String(b64))) => format!("<base64 {b64}>"),
+        _ => String::new(),
+    };
+    let link = event
+        .get("link")
+        .map(|l| format!(" (#{} in {})", l["revision"], l["stream"].as_str().unwrap_or("")));
+    println!(
+        "{}@{} #{} {} {} {}{}",
+        text("stream"),
+        text("position"),
+        text("revision"),
+        text("type"),
+        text("created"),
+        payload,
+        link.unwrap_or_default()
+    );
+}

@@ -32,6 +32,10 @@ pub(crate) struct Args {
     /// any | no-stream | exists | N (the revision the stream must be at).
     #[arg(long, default_value = "any")]
     expected_revision: ExpectedRevision,
+    /// Append through a running `annals serve` (its HTTP API, e.g. http://127.0.0.1:2113)
+    /// instead of opening the data directory.
+    #[arg(long, value_name = "URL", env = "ANNALS_SERVER")]
+    server: Option<String>,
 }
 
 pub(crate) async fn run(data: &Path, args: Args) -> anyhow::Result<ExitCode> {
@@ -45,6 +49,21 @@ pub(crate) async fn run(data: &Path, args: Args) -> anyhow::Result<ExitCode> {
         event = event.with_id(id);
     }
     let id = event.id;
+    if let Some(server) = &args.server {
+        let data: serde_json::Value =
+            serde_json::from_slice(&event.data).context("--data is not valid JSON")?;
+        let mut body = serde_json::json!({
+            "id": id.to_string(),
+            "type": event.event_type.as_str(),
+            "data": data,
+        });
+        if !event.metadata.is_empty() {
+            body["metadata"] = serde_json::from_slice(&event.metadata)
+                .context("--metadata is not valid JSON")?;
+        }
+        let expected = args.expected_revision.to_string();
+        return super::remote::append(server, args.stream.as_str(), &expected, body).await;
+    }
     let write = StreamWrite {
         stream: args.stream.clone(),
         expected: args.expected_revision,

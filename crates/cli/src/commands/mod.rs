@@ -3,6 +3,8 @@
 pub(crate) mod append;
 pub(crate) mod demo;
 pub(crate) mod read;
+pub(crate) mod remote;
+pub(crate) mod serve;
 pub(crate) mod tail;
 pub(crate) mod verify;
 

@@ -30,9 +30,22 @@ pub(crate) struct Args {
     /// Print one JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Read from a running `annals serve` (its HTTP API, e.g. http://127.0.0.1:2113) instead
+    /// of opening the data directory.
+    #[arg(long, value_name = "URL", env = "ANNALS_SERVER")]
+    server: Option<String>,
 }
 
 pub(crate) async fn run(data: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(server) = &args.server {
+        let name = match &args.source {
+            Source::All => annals_core::name::ALL_STREAM.to_owned(),
+            Source::Stream(stream) => stream.to_string(),
+        };
+        let limit = args.limit.unwrap_or(u64::MAX);
+        return super::remote::read(server, &name, args.from, args.backwards, limit, args.json)
+            .await;
+    }
     let store = super::open(data)?;
     let direction = if args.backwards {
         Direction::Backward

@@ -32,9 +32,25 @@ pub(crate) struct Args {
     /// Stop after this many events.
     #[arg(long)]
     count: Option<u64>,
+    /// Follow through a running `annals serve` (Server-Sent Events from its HTTP API, e.g.
+    /// http://127.0.0.1:2113) instead of opening the data directory.
+    #[arg(long, value_name = "URL", env = "ANNALS_SERVER")]
+    server: Option<String>,
 }
 
 pub(crate) async fn run(data: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(server) = &args.server {
+        let name = match &args.source {
+            Source::All => annals_core::name::ALL_STREAM.to_owned(),
+            Source::Stream(stream) => stream.to_string(),
+        };
+        let from = match (args.after, args.from_start) {
+            (Some(after), _) => after.to_string(),
+            (None, true) => "start".to_owned(),
+            (None, false) => "end".to_owned(),
+        };
+        return super::remote::tail(server, &name, &from, args.count, args.json).await;
+    }
     let store = Arc::new(super::open(data)?);
     let from = match (args.after, args.from_start) {
         (Some(after), _) => SubscribeFrom::After(after),

@@ -114,18 +114,18 @@ async fn serve(state: AppState, mut input: Streaming<pb::BatchAppendReq>, tx: Tx
         let Some(entry) = pending.get_mut(&id) else {
             continue;
         };
-        if !entry.failed {
-            if let Err(e) = add_events(entry, request.proposed_messages, limits.max_append_bytes) {
-                entry.failed = true;
-                let answer = failure(
-                    entry.correlation.clone(),
-                    entry.stream.as_str(),
-                    entry.echo.clone(),
-                    &e,
-                );
-                if tx.send(Ok(answer)).await.is_err() {
-                    break;
-                }
+        if !entry.failed
+            && let Err(e) = add_events(entry, request.proposed_messages, limits.max_append_bytes)
+        {
+            entry.failed = true;
+            let answer = failure(
+                entry.correlation.clone(),
+                entry.stream.as_str(),
+                entry.echo,
+                &e,
+            );
+            if tx.send(Ok(answer)).await.is_err() {
+                break;
             }
         }
         if !request.is_final {

@@ -208,7 +208,7 @@ pub(crate) fn rpc_status(error: &ApiError, stream: &str) -> rpc::Status {
 
 /// Turns a stream decoding failure from tonic into `INVALID_ARGUMENT`.
 pub(crate) fn decode_failure(status: Status) -> Status {
-    if status.code() == Code::Internal && status.message().contains("decode") {
+    if status.code() == Code::Internal && status.message().contains("decod") {
         Status::invalid_argument(format!("malformed request: {}", status.message()))
     } else {
         status

@@ -198,7 +198,7 @@ pub(crate) fn decode_errors_are_invalid_arguments<B>(mut response: Response<B>) 
     let decode = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| m.contains("decode"));
+        .is_some_and(|m| m.contains("decod"));
     if internal && decode {
         headers.insert("grpc-status", HeaderValue::from_static("3"));
     }
