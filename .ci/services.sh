@@ -17,6 +17,11 @@ pgrep -x redis-server >/dev/null || redis-server --daemonize yes --bind 127.0.0.
   --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 pgrep -x mosquitto >/dev/null || mosquitto -d -c /etc/mosquitto/mosquitto.conf
 
+# The Node.js KurrentDB client check (crates/server/tests/node) needs node and npm.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+
 wait_for() { # name host port
   for _ in $(seq 1 90); do
     if (exec 3<>"/dev/tcp/$2/$3") 2>/dev/null; then return 0; fi
