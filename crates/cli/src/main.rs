@@ -40,7 +40,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs its life cycle; the one-shot commands only warnings.
-    init_logging(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
+    init_logging(if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

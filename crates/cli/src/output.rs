@@ -74,18 +74,24 @@ pub(crate) fn print_remote_event(event: &Value, as_json: bool) {
         println!("{event}");
         return;
     }
-    let text = |key: &str| event.get(key).map_or_else(String::new, |v| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    });
+    let text = |key: &str| {
+        event.get(key).map_or_else(String::new, |v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
     let payload = match (event.get("data"), event.get("dataBase64")) {
         (Some(data), _) if !data.is_null() => data.to_string(),
         (_, Some(Value::String(b64))) => format!("<base64 {b64}>"),
         _ => String::new(),
     };
-    let link = event
-        .get("link")
-        .map(|l| format!(" (#{} in {})", l["revision"], l["stream"].as_str().unwrap_or("")));
+    let link = event.get("link").map(|l| {
+        format!(
+            " (#{} in {})",
+            l["revision"],
+            l["stream"].as_str().unwrap_or("")
+        )
+    });
     println!(
         "{}@{} #{} {} {} {}{}",
         text("stream"),

@@ -23,17 +23,32 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// A raw gRPC call over HTTP/2: (grpc-status, grpc-message, response body).
-async fn grpc(addr: std::net::SocketAddr, method: &str, body: Vec<u8>) -> (Option<String>, String, Bytes) {
-    let http = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
+async fn grpc(
+    addr: std::net::SocketAddr,
+    method: &str,
+    body: Vec<u8>,
+) -> (Option<String>, String, Bytes) {
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
     let response = http
-        .post(format!("http://{addr}/event_store.client.streams.Streams/{method}"))
+        .post(format!(
+            "http://{addr}/event_store.client.streams.Streams/{method}"
+        ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(body)
         .send()
         .await
         .expect("HTTP/2 call");
-    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let status = header("grpc-status");
     let message = header("grpc-message").unwrap_or_default();
     let body = response.bytes().await.expect("body");
@@ -50,29 +65,36 @@ fn options(stream: &[u8]) -> pb::AppendReq {
             stream_identifier: Some(shared::StreamIdentifier {
                 stream_name: Bytes::copy_from_slice(stream),
             }),
-            expected_stream_revision: Some(pb::append_req::options::ExpectedStreamRevision::Any(shared::Empty {})),
+            expected_stream_revision: Some(pb::append_req::options::ExpectedStreamRevision::Any(
+                shared::Empty {},
+            )),
         })),
     }
 }
 
 fn proposed(id: &str, data: &[u8]) -> pb::AppendReq {
     pb::AppendReq {
-        content: Some(pb::append_req::Content::ProposedMessage(pb::append_req::ProposedMessage {
-            id: Some(shared::Uuid {
-                value: Some(shared::uuid::Value::String(id.to_owned())),
-            }),
-            metadata: HashMap::from([
-                ("type".to_owned(), "Tested".to_owned()),
-                ("content-type".to_owned(), "application/json".to_owned()),
-            ]),
-            custom_metadata: Bytes::new(),
-            data: Bytes::copy_from_slice(data),
-        })),
+        content: Some(pb::append_req::Content::ProposedMessage(
+            pb::append_req::ProposedMessage {
+                id: Some(shared::Uuid {
+                    value: Some(shared::uuid::Value::String(id.to_owned())),
+                }),
+                metadata: HashMap::from([
+                    ("type".to_owned(), "Tested".to_owned()),
+                    ("content-type".to_owned(), "application/json".to_owned()),
+                ]),
+                custom_metadata: Bytes::new(),
+                data: Bytes::copy_from_slice(data),
+            },
+        )),
     }
 }
 
 fn append_body(messages: &[pb::AppendReq]) -> Vec<u8> {
-    messages.iter().flat_map(|m| frame(&m.encode_to_vec())).collect()
+    messages
+        .iter()
+        .flat_map(|m| frame(&m.encode_to_vec()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,10 +102,21 @@ async fn a_well_formed_raw_append_works() {
     // Proves the raw helper speaks the protocol, so the failures below are about the input.
     let server = common::start().await;
     let id = uuid::Uuid::new_v4().to_string();
-    let (status, message, body) = grpc(server.addr, "Append", append_body(&[options(b"raw-1"), proposed(&id, b"{}")])).await;
-    assert!(matches!(status.as_deref(), None | Some("0")), "{status:?} {message}");
+    let (status, message, body) = grpc(
+        server.addr,
+        "Append",
+        append_body(&[options(b"raw-1"), proposed(&id, b"{}")]),
+    )
+    .await;
+    assert!(
+        matches!(status.as_deref(), None | Some("0")),
+        "{status:?} {message}"
+    );
     let response = pb::AppendResp::decode(&body[5..]).expect("AppendResp");
-    assert!(matches!(response.result, Some(pb::append_resp::Result::Success(_))), "{response:?}");
+    assert!(
+        matches!(response.result, Some(pb::append_resp::Result::Success(_))),
+        "{response:?}"
+    );
     assert_eq!(head(&server), 1);
     server.stop().await;
 }
@@ -94,7 +127,11 @@ async fn garbage_and_truncated_protobuf_are_invalid_arguments() {
     let garbage = frame(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]);
     for method in ["Append", "Read", "Delete", "Tombstone", "BatchAppend"] {
         let (status, message, _) = grpc(server.addr, method, garbage.clone()).await;
-        assert_eq!(status.as_deref(), Some("3"), "{method}: garbage gave {status:?} {message}");
+        assert_eq!(
+            status.as_deref(),
+            Some("3"),
+            "{method}: garbage gave {status:?} {message}"
+        );
     }
     // A frame that announces 100 bytes and carries 10.
     let mut truncated = vec![0u8, 0, 0, 0, 100];
@@ -110,7 +147,12 @@ async fn garbage_and_truncated_protobuf_are_invalid_arguments() {
     assert_eq!(head(&server), 0, "nothing was written");
     // Still serving.
     let id = uuid::Uuid::new_v4().to_string();
-    let (_, _, body) = grpc(server.addr, "Append", append_body(&[options(b"after-1"), proposed(&id, b"{}")])).await;
+    let (_, _, body) = grpc(
+        server.addr,
+        "Append",
+        append_body(&[options(b"after-1"), proposed(&id, b"{}")]),
+    )
+    .await;
     assert!(pb::AppendResp::decode(&body[5..]).is_ok());
     server.stop().await;
 }
@@ -120,18 +162,33 @@ async fn invalid_uuids_stream_names_and_json_name_the_field() {
     let server = common::start().await;
     let good = uuid::Uuid::new_v4().to_string();
     let cases: Vec<(Vec<pb::AppendReq>, &str)> = vec![
-        (vec![options(b"uuid-1"), proposed("not-a-uuid", b"{}")], "proposed_message[0].id"),
+        (
+            vec![options(b"uuid-1"), proposed("not-a-uuid", b"{}")],
+            "proposed_message[0].id",
+        ),
         (vec![options(b""), proposed(&good, b"{}")], "stream"),
-        (vec![options(b"bad\x01name"), proposed(&good, b"{}")], "control character"),
-        (vec![options(&[0xff, 0xfe]), proposed(&good, b"{}")], "UTF-8"),
-        (vec![options(b"json-1"), proposed(&good, b"{not json")], "JSON"),
+        (
+            vec![options(b"bad\x01name"), proposed(&good, b"{}")],
+            "control character",
+        ),
+        (
+            vec![options(&[0xff, 0xfe]), proposed(&good, b"{}")],
+            "UTF-8",
+        ),
+        (
+            vec![options(b"json-1"), proposed(&good, b"{not json")],
+            "JSON",
+        ),
         (vec![proposed(&good, b"{}")], "options"),
     ];
     for (messages, expect) in cases {
         let (status, message, _) = grpc(server.addr, "Append", append_body(&messages)).await;
         let message = percent_decode(&message);
         assert_eq!(status.as_deref(), Some("3"), "{message}");
-        assert!(message.contains(expect), "'{message}' should mention {expect}");
+        assert!(
+            message.contains(expect),
+            "'{message}' should mention {expect}"
+        );
     }
     assert_eq!(head(&server), 0, "nothing was written");
     server.stop().await;
@@ -163,12 +220,16 @@ async fn oversized_batch_append_is_refused_with_the_limit() {
     config.limits.max_append_bytes = 4096;
     let server = common::start_with(config).await;
     let correlation = shared::Uuid {
-        value: Some(shared::uuid::Value::String(uuid::Uuid::new_v4().to_string())),
+        value: Some(shared::uuid::Value::String(
+            uuid::Uuid::new_v4().to_string(),
+        )),
     };
     let proposed: Vec<_> = (0..8)
         .map(|_| pb::batch_append_req::ProposedMessage {
             id: Some(shared::Uuid {
-                value: Some(shared::uuid::Value::String(uuid::Uuid::new_v4().to_string())),
+                value: Some(shared::uuid::Value::String(
+                    uuid::Uuid::new_v4().to_string(),
+                )),
             }),
             metadata: HashMap::from([("type".to_owned(), "Big".to_owned())]),
             custom_metadata: Bytes::new(),
@@ -181,14 +242,20 @@ async fn oversized_batch_append_is_refused_with_the_limit() {
             stream_identifier: Some(shared::StreamIdentifier {
                 stream_name: Bytes::from_static(b"batch-big"),
             }),
-            expected_stream_position: Some(pb::batch_append_req::options::ExpectedStreamPosition::Any(())),
+            expected_stream_position: Some(
+                pb::batch_append_req::options::ExpectedStreamPosition::Any(()),
+            ),
             deadline_option: None,
         }),
         proposed_messages: proposed,
         is_final: true,
     };
-    let (status, message, body) = grpc(server.addr, "BatchAppend", frame(&request.encode_to_vec())).await;
-    assert!(status.is_none() || status.as_deref() == Some("0"), "{status:?} {message}");
+    let (status, message, body) =
+        grpc(server.addr, "BatchAppend", frame(&request.encode_to_vec())).await;
+    assert!(
+        status.is_none() || status.as_deref() == Some("0"),
+        "{status:?} {message}"
+    );
     let response = pb::BatchAppendResp::decode(&body[5..]).expect("one response");
     assert_eq!(response.correlation_id, Some(correlation));
     let Some(pb::batch_append_resp::Result::Error(error)) = response.result else {
@@ -196,8 +263,12 @@ async fn oversized_batch_append_is_refused_with_the_limit() {
     };
     assert_eq!(error.code, 3);
     let details = error.details.expect("details");
-    assert_eq!(details.type_url, "type.googleapis.com/event_store.client.MaximumAppendSizeExceeded");
-    let detail = shared::MaximumAppendSizeExceeded::decode(details.value.as_slice()).expect("detail");
+    assert_eq!(
+        details.type_url,
+        "type.googleapis.com/event_store.client.MaximumAppendSizeExceeded"
+    );
+    let detail =
+        shared::MaximumAppendSizeExceeded::decode(details.value.as_slice()).expect("detail");
     assert_eq!(detail.max_append_size, 4096);
     assert_eq!(head(&server), 0, "nothing was written");
     server.stop().await;
@@ -206,9 +277,15 @@ async fn oversized_batch_append_is_refused_with_the_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unimplemented_grpc_methods_say_so() {
     let server = common::start().await;
-    let http = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
     let response = http
-        .post(format!("http://{}/event_store.client.persistent_subscriptions.PersistentSubscriptions/Create", server.addr))
+        .post(format!(
+            "http://{}/event_store.client.persistent_subscriptions.PersistentSubscriptions/Create",
+            server.addr
+        ))
         .header("content-type", "application/grpc")
         .body(frame(&[]))
         .send()
@@ -231,26 +308,70 @@ async fn http_bad_input_gets_a_json_error_naming_the_field() {
         let http = http.clone();
         let url = url.clone();
         async move {
-            let response = http.post(url).header("content-type", content_type).body(body).send().await.expect("request");
+            let response = http
+                .post(url)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("request");
             let status = response.status();
             let body: Value = response.json().await.expect("a JSON error body");
             (status, body)
         }
     };
     let cases = [
-        ("{\"events\": [", "application/json", StatusCode::BAD_REQUEST, "body"),
-        ("{\"events\": [{\"type\": 5}]}", "application/json", StatusCode::BAD_REQUEST, "events[0].type"),
-        ("{\"events\": [{\"type\": \"A\", \"colour\": 1}]}", "application/json", StatusCode::BAD_REQUEST, "events[0]"),
-        ("{\"events\": [{\"id\": \"nope\", \"type\": \"A\"}]}", "application/json", StatusCode::BAD_REQUEST, "events[0].id"),
-        ("{\"events\": [{\"type\": \"A\", \"dataBase64\": \"***\"}]}", "application/json", StatusCode::BAD_REQUEST, "events[0].dataBase64"),
-        ("{\"expectedRevision\": -3, \"events\": []}", "application/json", StatusCode::BAD_REQUEST, "expectedRevision"),
-        ("{\"events\": [{\"type\": \"A\"}]}", "text/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type"),
+        (
+            "{\"events\": [",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "body",
+        ),
+        (
+            "{\"events\": [{\"type\": 5}]}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "events[0].type",
+        ),
+        (
+            "{\"events\": [{\"type\": \"A\", \"colour\": 1}]}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "events[0]",
+        ),
+        (
+            "{\"events\": [{\"id\": \"nope\", \"type\": \"A\"}]}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "events[0].id",
+        ),
+        (
+            "{\"events\": [{\"type\": \"A\", \"dataBase64\": \"***\"}]}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "events[0].dataBase64",
+        ),
+        (
+            "{\"expectedRevision\": -3, \"events\": []}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "expectedRevision",
+        ),
+        (
+            "{\"events\": [{\"type\": \"A\"}]}",
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
     ];
     for (body, content_type, status, field) in cases {
         let (got, error) = send(body.to_owned(), content_type).await;
         assert_eq!(got, status, "{body}: {error}");
         let named = error["error"]["field"].as_str().unwrap_or("");
-        assert!(named.starts_with(field), "{body}: field '{named}' should be {field}: {error}");
+        assert!(
+            named.starts_with(field),
+            "{body}: field '{named}' should be {field}: {error}"
+        );
         assert!(!error["error"]["message"].as_str().unwrap_or("").is_empty());
     }
 
@@ -277,12 +398,20 @@ async fn http_bad_input_gets_a_json_error_naming_the_field() {
         .expect("request");
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
-    let response = http.get(format!("{url}?limit=0")).send().await.expect("request");
+    let response = http
+        .get(format!("{url}?limit=0"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["error"]["field"], "limit");
 
-    let response = http.get(format!("{url}?from=yesterday")).send().await.expect("request");
+    let response = http
+        .get(format!("{url}?from=yesterday"))
+        .send()
+        .await
+        .expect("request");
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["error"]["field"], "from");
 

@@ -21,7 +21,11 @@ async fn get(http: &reqwest::Client, url: &str) -> (StatusCode, Value) {
 }
 
 fn events(n: u64, event_type: &str) -> Value {
-    Value::Array((0..n).map(|i| json!({"type": event_type, "data": {"i": i}})).collect())
+    Value::Array(
+        (0..n)
+            .map(|i| json!({"type": event_type, "data": {"i": i}}))
+            .collect(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -30,7 +34,12 @@ async fn append_then_read_pages_forward_and_backward() {
     let http = reqwest::Client::new();
     let url = format!("{}/streams/order-7", server.http());
 
-    let (status, body) = post(&http, &url, json!({"expectedRevision": "no-stream", "events": events(3, "Placed")})).await;
+    let (status, body) = post(
+        &http,
+        &url,
+        json!({"expectedRevision": "no-stream", "events": events(3, "Placed")}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["currentRevision"], 2);
     assert_eq!(body["firstPosition"], 0);
@@ -48,7 +57,12 @@ async fn append_then_read_pages_forward_and_backward() {
 
     let (status, page) = get(&http, &format!("{url}?limit=2")).await;
     assert_eq!(status, StatusCode::OK);
-    let revisions: Vec<_> = page["events"].as_array().expect("events").iter().map(|e| e["revision"].as_u64()).collect();
+    let revisions: Vec<_> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["revision"].as_u64())
+        .collect();
     assert_eq!(revisions, vec![Some(0), Some(1)]);
     assert_eq!(page["events"][0]["data"], json!({"i": 0}));
     assert_eq!(page["events"][0]["type"], "Placed");
@@ -60,7 +74,12 @@ async fn append_then_read_pages_forward_and_backward() {
     assert_eq!(rest["next"], Value::Null);
 
     let (_, back) = get(&http, &format!("{url}?direction=backward&limit=2")).await;
-    let revisions: Vec<_> = back["events"].as_array().expect("events").iter().map(|e| e["revision"].as_u64()).collect();
+    let revisions: Vec<_> = back["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["revision"].as_u64())
+        .collect();
     assert_eq!(revisions, vec![Some(4), Some(3)]);
     assert_eq!(back["next"], 2);
     server.stop().await;
@@ -71,15 +90,39 @@ async fn all_category_and_event_type_reads() {
     let server = common::start().await;
     let http = reqwest::Client::new();
     let base = server.http();
-    post(&http, &format!("{base}/streams/order-1"), json!({"events": events(2, "OrderPlaced")})).await;
-    post(&http, &format!("{base}/streams/customer-1"), json!({"events": events(1, "CustomerJoined")})).await;
-    post(&http, &format!("{base}/streams/order-2"), json!({"events": events(1, "OrderPlaced")})).await;
+    post(
+        &http,
+        &format!("{base}/streams/order-1"),
+        json!({"events": events(2, "OrderPlaced")}),
+    )
+    .await;
+    post(
+        &http,
+        &format!("{base}/streams/customer-1"),
+        json!({"events": events(1, "CustomerJoined")}),
+    )
+    .await;
+    post(
+        &http,
+        &format!("{base}/streams/order-2"),
+        json!({"events": events(1, "OrderPlaced")}),
+    )
+    .await;
 
     let (_, all) = get(&http, &format!("{base}/streams/$all?limit=100")).await;
     assert_eq!(all["events"].as_array().expect("events").len(), 4);
 
-    let (_, filtered) = get(&http, &format!("{base}/streams/$all?streamPrefix=customer-")).await;
-    let streams: Vec<_> = filtered["events"].as_array().expect("events").iter().map(|e| e["stream"].clone()).collect();
+    let (_, filtered) = get(
+        &http,
+        &format!("{base}/streams/$all?streamPrefix=customer-"),
+    )
+    .await;
+    let streams: Vec<_> = filtered["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["stream"].clone())
+        .collect();
     assert_eq!(streams, vec![json!("customer-1")]);
 
     let (_, by_type) = get(&http, &format!("{base}/streams/$all?eventTypeRegex=^Order")).await;
@@ -90,12 +133,19 @@ async fn all_category_and_event_type_reads() {
     let category = category["events"].as_array().expect("events").clone();
     assert_eq!(category.len(), 3);
     assert_eq!(category[2]["stream"], "order-2");
-    assert_eq!(category[2]["link"], json!({"stream": "$ce-order", "revision": 2}));
+    assert_eq!(
+        category[2]["link"],
+        json!({"stream": "$ce-order", "revision": 2})
+    );
 
     let (_, by_type) = get(&http, &format!("{base}/streams/%24et-CustomerJoined")).await;
     assert_eq!(by_type["events"][0]["stream"], "customer-1");
 
-    let (_, backwards) = get(&http, &format!("{base}/streams/$all?direction=backward&limit=1")).await;
+    let (_, backwards) = get(
+        &http,
+        &format!("{base}/streams/$all?direction=backward&limit=1"),
+    )
+    .await;
     assert_eq!(backwards["events"][0]["stream"], "order-2");
     server.stop().await;
 }
@@ -106,9 +156,19 @@ async fn conflicts_metadata_and_deletes_have_json_errors() {
     let http = reqwest::Client::new();
     let base = server.http();
     let url = format!("{base}/streams/account-1");
-    post(&http, &url, json!({"expectedRevision": "no-stream", "events": events(3, "Opened")})).await;
+    post(
+        &http,
+        &url,
+        json!({"expectedRevision": "no-stream", "events": events(3, "Opened")}),
+    )
+    .await;
 
-    let (status, body) = post(&http, &url, json!({"expectedRevision": 0, "events": events(1, "Late")})).await;
+    let (status, body) = post(
+        &http,
+        &url,
+        json!({"expectedRevision": 0, "events": events(1, "Late")}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "wrong_expected_revision");
     assert_eq!(body["error"]["field"], "expectedRevision");
@@ -125,9 +185,16 @@ async fn conflicts_metadata_and_deletes_have_json_errors() {
         .expect("put");
     assert_eq!(response.status(), StatusCode::OK);
     let (_, meta) = get(&http, &format!("{url}/metadata")).await;
-    assert_eq!(meta, json!({"revision": 0, "metadata": {"$maxCount": 1, "team": "ledger"}}));
+    assert_eq!(
+        meta,
+        json!({"revision": 0, "metadata": {"$maxCount": 1, "team": "ledger"}})
+    );
     let (_, visible) = get(&http, &url).await;
-    assert_eq!(visible["events"].as_array().expect("events").len(), 1, "$maxCount hides older events");
+    assert_eq!(
+        visible["events"].as_array().expect("events").len(),
+        1,
+        "$maxCount hides older events"
+    );
 
     let response = http
         .put(format!("{url}/metadata"))
@@ -139,13 +206,21 @@ async fn conflicts_metadata_and_deletes_have_json_errors() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["field"], "metadata");
 
-    let response = http.delete(format!("{url}?expectedRevision=2")).send().await.expect("delete");
+    let response = http
+        .delete(format!("{url}?expectedRevision=2"))
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(response.status(), StatusCode::OK);
     let (status, body) = get(&http, &url).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "stream_not_found");
 
-    let response = http.delete(format!("{url}?tombstone=true")).send().await.expect("tombstone");
+    let response = http
+        .delete(format!("{url}?tombstone=true"))
+        .send()
+        .await
+        .expect("tombstone");
     assert_eq!(response.status(), StatusCode::OK);
     let (status, body) = get(&http, &url).await;
     assert_eq!(status, StatusCode::GONE);
@@ -181,7 +256,11 @@ async fn sse_messages(response: reqwest::Response, want: usize) -> Vec<SseMessag
             } else if let Some(v) = line.strip_prefix("data:") {
                 data.push_str(v.trim_start());
             } else if line.is_empty() && !data.is_empty() {
-                out.push((std::mem::take(&mut name), id.take(), std::mem::take(&mut data)));
+                out.push((
+                    std::mem::take(&mut name),
+                    id.take(),
+                    std::mem::take(&mut data),
+                ));
             }
         }
     }
@@ -196,10 +275,17 @@ async fn sse_subscription_catches_up_goes_live_and_resumes_by_last_event_id() {
     let url = format!("{base}/streams/ticket-9");
     post(&http, &url, json!({"events": events(2, "Opened")})).await;
 
-    let response = http.get(format!("{url}/subscribe?from=start")).send().await.expect("subscribe");
+    let response = http
+        .get(format!("{url}/subscribe?from=start"))
+        .send()
+        .await
+        .expect("subscribe");
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
-        response.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream")
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
     );
     let writer = {
         let http = http.clone();
@@ -231,13 +317,26 @@ async fn sse_subscription_catches_up_goes_live_and_resumes_by_last_event_id() {
 
     // $all with a filter: ids are positions.
     let response = http
-        .get(format!("{base}/streams/$all/subscribe?from=start&streamPrefix=ticket-"))
+        .get(format!(
+            "{base}/streams/$all/subscribe?from=start&streamPrefix=ticket-"
+        ))
         .send()
         .await
         .expect("subscribe $all");
     let messages = sse_messages(response, 3).await;
-    let ids: Vec<_> = messages.iter().filter(|m| m.0.is_empty()).map(|m| m.1.clone()).collect();
-    assert_eq!(ids, vec![Some("0".to_owned()), Some("1".to_owned()), Some("2".to_owned())]);
+    let ids: Vec<_> = messages
+        .iter()
+        .filter(|m| m.0.is_empty())
+        .map(|m| m.1.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            Some("0".to_owned()),
+            Some("1".to_owned()),
+            Some("2".to_owned())
+        ]
+    );
     server.stop().await;
 }
 
@@ -246,21 +345,47 @@ async fn health_metrics_and_openapi() {
     let server = common::start().await;
     let http = reqwest::Client::new();
     let base = server.http();
-    post(&http, &format!("{base}/streams/m-1"), json!({"events": events(2, "Tick")})).await;
+    post(
+        &http,
+        &format!("{base}/streams/m-1"),
+        json!({"events": events(2, "Tick")}),
+    )
+    .await;
 
     let (status, health) = get(&http, &format!("{base}/health")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "ok");
     assert_eq!(health["head"], 2);
 
-    let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics");
-    assert!(metrics.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain")
+    );
     let text = metrics.text().await.expect("text");
-    assert!(text.contains("annals_append_requests_total{api=\"http\",outcome=\"ok\"} 1\n"), "{text}");
+    assert!(
+        text.contains("annals_append_requests_total{api=\"http\",outcome=\"ok\"} 1\n"),
+        "{text}"
+    );
     assert!(text.contains("annals_appended_events_total 2\n"), "{text}");
-    assert!(text.contains("annals_append_commit_seconds_count 1\n"), "{text}");
-    assert!(text.contains("# TYPE annals_subscription_lag_positions gauge"), "{text}");
-    assert!(text.contains("# TYPE annals_subscription_delivery_seconds histogram"), "{text}");
+    assert!(
+        text.contains("annals_append_commit_seconds_count 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE annals_subscription_lag_positions gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE annals_subscription_delivery_seconds histogram"),
+        "{text}"
+    );
 
     let (status, doc) = get(&http, &format!("{base}/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);
@@ -275,7 +400,10 @@ async fn health_metrics_and_openapi() {
         ("/health", "get"),
         ("/metrics", "get"),
     ] {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"]["AppendJson"].is_object());
 

@@ -29,8 +29,15 @@ fn state(s: StreamState) -> AppendToStreamOptions {
     AppendToStreamOptions::default().stream_state(s)
 }
 
-async fn read_revisions(client: &kurrentdb::Client, stream: &str, options: &ReadStreamOptions) -> Vec<u64> {
-    let mut reader = client.read_stream(stream, options).await.expect("read starts");
+async fn read_revisions(
+    client: &kurrentdb::Client,
+    stream: &str,
+    options: &ReadStreamOptions,
+) -> Vec<u64> {
+    let mut reader = client
+        .read_stream(stream, options)
+        .await
+        .expect("read starts");
     let mut out = Vec::new();
     while let Some(e) = reader.next().await.expect("read continues") {
         out.push(e.get_original_event().revision);
@@ -39,7 +46,10 @@ async fn read_revisions(client: &kurrentdb::Client, stream: &str, options: &Read
 }
 
 async fn read_error(client: &kurrentdb::Client, stream: &str) -> Error {
-    let mut reader = match client.read_stream(stream, &ReadStreamOptions::default()).await {
+    let mut reader = match client
+        .read_stream(stream, &ReadStreamOptions::default())
+        .await
+    {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -53,7 +63,10 @@ async fn read_error(client: &kurrentdb::Client, stream: &str) -> Error {
 async fn server_info_reports_a_version_the_client_accepts() {
     let server = common::start().await;
     let client = server.client();
-    let info = client.server_info().await.expect("server features answered");
+    let info = client
+        .server_info()
+        .await
+        .expect("server features answered");
     assert_eq!(info.version().major(), 24);
     assert_eq!(info.version().minor(), 10);
     server.stop().await;
@@ -66,38 +79,70 @@ async fn appends_honour_every_expected_revision() {
     let stream = common::unique("order");
 
     let first = client
-        .append_to_stream(stream.as_str(), &state(StreamState::NoStream), event("Placed", 0))
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::NoStream),
+            event("Placed", 0),
+        )
         .await
         .expect("no-stream append to a new stream");
     assert_eq!(first.next_expected_version, 0);
 
     let err = client
-        .append_to_stream(stream.as_str(), &state(StreamState::NoStream), event("Placed", 1))
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::NoStream),
+            event("Placed", 1),
+        )
         .await
         .expect_err("no-stream on an existing stream");
     assert!(
-        matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::Current(0), expected: StreamState::NoStream }),
+        matches!(
+            err,
+            Error::WrongExpectedVersion {
+                current: CurrentRevision::Current(0),
+                expected: StreamState::NoStream
+            }
+        ),
         "{err:?}"
     );
 
     let second = client
-        .append_to_stream(stream.as_str(), &state(StreamState::StreamRevision(0)), vec![event("Paid", 1), event("Shipped", 2)])
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::StreamRevision(0)),
+            vec![event("Paid", 1), event("Shipped", 2)],
+        )
         .await
         .expect("exact revision");
     assert_eq!(second.next_expected_version, 2);
     assert!(second.position.commit > first.position.commit);
 
     let err = client
-        .append_to_stream(stream.as_str(), &state(StreamState::StreamRevision(0)), event("Late", 3))
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::StreamRevision(0)),
+            event("Late", 3),
+        )
         .await
         .expect_err("stale revision");
     assert!(
-        matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::Current(2), expected: StreamState::StreamRevision(0) }),
+        matches!(
+            err,
+            Error::WrongExpectedVersion {
+                current: CurrentRevision::Current(2),
+                expected: StreamState::StreamRevision(0)
+            }
+        ),
         "{err:?}"
     );
 
     client
-        .append_to_stream(stream.as_str(), &state(StreamState::StreamExists), event("Noted", 3))
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::StreamExists),
+            event("Noted", 3),
+        )
         .await
         .expect("stream exists");
     client
@@ -107,11 +152,21 @@ async fn appends_honour_every_expected_revision() {
 
     let missing = common::unique("order");
     let err = client
-        .append_to_stream(missing.as_str(), &state(StreamState::StreamExists), event("X", 0))
+        .append_to_stream(
+            missing.as_str(),
+            &state(StreamState::StreamExists),
+            event("X", 0),
+        )
         .await
         .expect_err("stream-exists on a missing stream");
     assert!(
-        matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::NoStream, expected: StreamState::StreamExists }),
+        matches!(
+            err,
+            Error::WrongExpectedVersion {
+                current: CurrentRevision::NoStream,
+                expected: StreamState::StreamExists
+            }
+        ),
         "{err:?}"
     );
 
@@ -127,11 +182,19 @@ async fn resending_the_same_event_ids_is_idempotent() {
     let stream = common::unique("pay");
     let id = uuid::Uuid::new_v4();
     let once = client
-        .append_to_stream(stream.as_str(), &state(StreamState::NoStream), event("Paid", 1).id(id))
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::NoStream),
+            event("Paid", 1).id(id),
+        )
         .await
         .expect("first send");
     let again = client
-        .append_to_stream(stream.as_str(), &state(StreamState::NoStream), event("Paid", 1).id(id))
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::NoStream),
+            event("Paid", 1).id(id),
+        )
         .await
         .expect("re-send answers the original result");
     assert_eq!(once.next_expected_version, again.next_expected_version);
@@ -152,25 +215,49 @@ async fn reads_go_forward_and_backward_from_a_revision() {
         .await
         .expect("append");
 
-    let forward = ReadStreamOptions::default().position(StreamPosition::Position(3)).max_count(4);
-    assert_eq!(read_revisions(&client, &stream, &forward).await, vec![3, 4, 5, 6]);
+    let forward = ReadStreamOptions::default()
+        .position(StreamPosition::Position(3))
+        .max_count(4);
+    assert_eq!(
+        read_revisions(&client, &stream, &forward).await,
+        vec![3, 4, 5, 6]
+    );
 
     let backward = ReadStreamOptions::default()
         .backwards()
         .position(StreamPosition::Position(5))
         .max_count(3);
-    assert_eq!(read_revisions(&client, &stream, &backward).await, vec![5, 4, 3]);
+    assert_eq!(
+        read_revisions(&client, &stream, &backward).await,
+        vec![5, 4, 3]
+    );
 
-    let from_end = ReadStreamOptions::default().backwards().position(StreamPosition::End).max_count(2);
-    assert_eq!(read_revisions(&client, &stream, &from_end).await, vec![9, 8]);
+    let from_end = ReadStreamOptions::default()
+        .backwards()
+        .position(StreamPosition::End)
+        .max_count(2);
+    assert_eq!(
+        read_revisions(&client, &stream, &from_end).await,
+        vec![9, 8]
+    );
 
-    let mut reader = client.read_stream(stream.as_str(), &ReadStreamOptions::default().max_count(1)).await.expect("read");
+    let mut reader = client
+        .read_stream(stream.as_str(), &ReadStreamOptions::default().max_count(1))
+        .await
+        .expect("read");
     let first = reader.next().await.expect("ok").expect("one event");
     let recorded = first.get_original_event();
     assert_eq!(recorded.event_type, "Added");
     assert!(recorded.is_json);
-    assert_eq!(recorded.as_json::<serde_json::Value>().expect("json"), json!({"n": 0}));
-    assert!(recorded.created.timestamp() > 1_600_000_000, "created is a real time: {}", recorded.created);
+    assert_eq!(
+        recorded.as_json::<serde_json::Value>().expect("json"),
+        json!({"n": 0})
+    );
+    assert!(
+        recorded.created.timestamp() > 1_600_000_000,
+        "created is a real time: {}",
+        recorded.created
+    );
 
     let err = read_error(&client, &common::unique("missing")).await;
     assert!(matches!(err, Error::ResourceNotFound), "{err:?}");
@@ -184,8 +271,22 @@ async fn all_reads_filter_by_stream_and_event_type() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let a = format!("alpha{tag}-1");
     let b = format!("beta{tag}-1");
-    client.append_to_stream(a.as_str(), &state(StreamState::Any), vec![event(&format!("A{tag}"), 0), event(&format!("A{tag}"), 1)]).await.expect("a");
-    client.append_to_stream(b.as_str(), &state(StreamState::Any), vec![event(&format!("B{tag}"), 0)]).await.expect("b");
+    client
+        .append_to_stream(
+            a.as_str(),
+            &state(StreamState::Any),
+            vec![event(&format!("A{tag}"), 0), event(&format!("A{tag}"), 1)],
+        )
+        .await
+        .expect("a");
+    client
+        .append_to_stream(
+            b.as_str(),
+            &state(StreamState::Any),
+            vec![event(&format!("B{tag}"), 0)],
+        )
+        .await
+        .expect("b");
 
     let collect = |options: ReadAllOptions| {
         let client = client.clone();
@@ -200,31 +301,60 @@ async fn all_reads_filter_by_stream_and_event_type() {
         }
     };
     let by_stream = collect(
-        ReadAllOptions::default().filter(SubscriptionFilter::on_stream_name().add_prefix(format!("alpha{tag}"))),
+        ReadAllOptions::default()
+            .filter(SubscriptionFilter::on_stream_name().add_prefix(format!("alpha{tag}"))),
     )
     .await;
-    assert_eq!(by_stream.iter().map(|e| (e.0.as_str(), e.1)).collect::<Vec<_>>(), vec![(a.as_str(), 0), (a.as_str(), 1)]);
+    assert_eq!(
+        by_stream
+            .iter()
+            .map(|e| (e.0.as_str(), e.1))
+            .collect::<Vec<_>>(),
+        vec![(a.as_str(), 0), (a.as_str(), 1)]
+    );
 
     let by_type = collect(
-        ReadAllOptions::default().filter(SubscriptionFilter::on_event_type().add_prefix(format!("B{tag}"))),
+        ReadAllOptions::default()
+            .filter(SubscriptionFilter::on_event_type().add_prefix(format!("B{tag}"))),
     )
     .await;
-    assert_eq!(by_type.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), vec![b.as_str()]);
+    assert_eq!(
+        by_type.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        vec![b.as_str()]
+    );
 
     let by_regex = collect(
-        ReadAllOptions::default().filter(SubscriptionFilter::on_stream_name().regex(format!("^(alpha|beta){tag}-1$"))),
+        ReadAllOptions::default()
+            .filter(SubscriptionFilter::on_stream_name().regex(format!("^(alpha|beta){tag}-1$"))),
     )
     .await;
     assert_eq!(by_regex.len(), 3);
 
     // Forward from a position includes it; backward from a position excludes it.
     let second_of_a = by_stream[1].2;
-    let from = collect(ReadAllOptions::default().position(StreamPosition::Position(second_of_a)).max_count(1)).await;
+    let from = collect(
+        ReadAllOptions::default()
+            .position(StreamPosition::Position(second_of_a))
+            .max_count(1),
+    )
+    .await;
     assert_eq!(from[0].2, second_of_a);
-    let before = collect(ReadAllOptions::default().backwards().position(StreamPosition::Position(second_of_a)).max_count(1)).await;
+    let before = collect(
+        ReadAllOptions::default()
+            .backwards()
+            .position(StreamPosition::Position(second_of_a))
+            .max_count(1),
+    )
+    .await;
     assert!(before[0].2 < second_of_a);
 
-    let last = collect(ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(1)).await;
+    let last = collect(
+        ReadAllOptions::default()
+            .backwards()
+            .position(StreamPosition::End)
+            .max_count(1),
+    )
+    .await;
     assert_eq!(last[0].0, b);
     server.stop().await;
 }
@@ -247,19 +377,39 @@ async fn stream_subscription_catches_up_then_receives_live_events() {
     let server = common::start().await;
     let client = server.client();
     let stream = common::unique("sub");
-    client.append_to_stream(stream.as_str(), &state(StreamState::NoStream), vec![event("E", 0), event("E", 1)]).await.expect("backlog");
+    client
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::NoStream),
+            vec![event("E", 0), event("E", 1)],
+        )
+        .await
+        .expect("backlog");
 
     let mut sub = client
-        .subscribe_to_stream(stream.as_str(), &SubscribeToStreamOptions::default().start_from(StreamPosition::Start))
+        .subscribe_to_stream(
+            stream.as_str(),
+            &SubscribeToStreamOptions::default().start_from(StreamPosition::Start),
+        )
         .await;
     assert_eq!(next_event(&mut sub).await.1, 0);
     assert_eq!(next_event(&mut sub).await.1, 1);
-    client.append_to_stream(stream.as_str(), &state(StreamState::StreamRevision(1)), event("E", 2)).await.expect("live");
+    client
+        .append_to_stream(
+            stream.as_str(),
+            &state(StreamState::StreamRevision(1)),
+            event("E", 2),
+        )
+        .await
+        .expect("live");
     assert_eq!(next_event(&mut sub).await.1, 2);
 
     // Resuming after revision 1 starts at 2.
     let mut resumed = client
-        .subscribe_to_stream(stream.as_str(), &SubscribeToStreamOptions::default().start_from(StreamPosition::Position(1)))
+        .subscribe_to_stream(
+            stream.as_str(),
+            &SubscribeToStreamOptions::default().start_from(StreamPosition::Position(1)),
+        )
         .await;
     assert_eq!(next_event(&mut resumed).await.1, 2);
     server.stop().await;
@@ -272,15 +422,28 @@ async fn filtered_all_subscription_receives_later_live_events() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let wanted = format!("watched{tag}-1");
     let other = format!("ignored{tag}-1");
-    client.append_to_stream(wanted.as_str(), &state(StreamState::Any), event("E", 0)).await.expect("backlog");
+    client
+        .append_to_stream(wanted.as_str(), &state(StreamState::Any), event("E", 0))
+        .await
+        .expect("backlog");
 
     let filter = SubscriptionFilter::on_stream_name().add_prefix(format!("watched{tag}"));
     let mut sub = client
-        .subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Start).filter(filter))
+        .subscribe_to_all(
+            &SubscribeToAllOptions::default()
+                .position(StreamPosition::Start)
+                .filter(filter),
+        )
         .await;
     assert_eq!(next_event(&mut sub).await, (wanted.clone(), 0));
-    client.append_to_stream(other.as_str(), &state(StreamState::Any), event("E", 0)).await.expect("other");
-    client.append_to_stream(wanted.as_str(), &state(StreamState::Any), event("E", 1)).await.expect("live");
+    client
+        .append_to_stream(other.as_str(), &state(StreamState::Any), event("E", 0))
+        .await
+        .expect("other");
+    client
+        .append_to_stream(wanted.as_str(), &state(StreamState::Any), event("E", 1))
+        .await
+        .expect("live");
     assert_eq!(next_event(&mut sub).await, (wanted.clone(), 1));
 
     // Unfiltered from the end: only events committed after subscribing.
@@ -292,8 +455,14 @@ async fn filtered_all_subscription_receives_later_live_events() {
         .await
         .expect("confirmed in time")
         .expect("healthy");
-    assert!(matches!(first, SubscriptionEvent::Confirmed(_)), "{first:?}");
-    client.append_to_stream(other.as_str(), &state(StreamState::Any), event("E", 1)).await.expect("live");
+    assert!(
+        matches!(first, SubscriptionEvent::Confirmed(_)),
+        "{first:?}"
+    );
+    client
+        .append_to_stream(other.as_str(), &state(StreamState::Any), event("E", 1))
+        .await
+        .expect("live");
     assert_eq!(next_event(&mut tail).await, (other.clone(), 1));
     server.stop().await;
 }
@@ -303,31 +472,66 @@ async fn delete_and_tombstone() {
     let server = common::start().await;
     let client = server.client();
     let soft = common::unique("soft");
-    client.append_to_stream(soft.as_str(), &state(StreamState::NoStream), vec![event("E", 0), event("E", 1)]).await.expect("append");
+    client
+        .append_to_stream(
+            soft.as_str(),
+            &state(StreamState::NoStream),
+            vec![event("E", 0), event("E", 1)],
+        )
+        .await
+        .expect("append");
     let err = client
-        .delete_stream(soft.as_str(), &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(0)))
+        .delete_stream(
+            soft.as_str(),
+            &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(0)),
+        )
         .await
         .expect_err("stale delete");
-    assert_eq!(grpc_code(&err).as_deref(), Some("FailedPrecondition"), "{err:?}");
+    assert_eq!(
+        grpc_code(&err).as_deref(),
+        Some("FailedPrecondition"),
+        "{err:?}"
+    );
     client
-        .delete_stream(soft.as_str(), &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(1)))
+        .delete_stream(
+            soft.as_str(),
+            &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(1)),
+        )
         .await
         .expect("delete");
-    assert!(matches!(read_error(&client, &soft).await, Error::ResourceNotFound));
+    assert!(matches!(
+        read_error(&client, &soft).await,
+        Error::ResourceNotFound
+    ));
     let again = client
         .append_to_stream(soft.as_str(), &state(StreamState::NoStream), event("E", 2))
         .await
         .expect("a soft-deleted stream can be written again");
-    assert_eq!(again.next_expected_version, 2, "revisions continue after a soft delete");
-    assert_eq!(read_revisions(&client, &soft, &ReadStreamOptions::default()).await, vec![2]);
+    assert_eq!(
+        again.next_expected_version, 2,
+        "revisions continue after a soft delete"
+    );
+    assert_eq!(
+        read_revisions(&client, &soft, &ReadStreamOptions::default()).await,
+        vec![2]
+    );
 
     let hard = common::unique("hard");
-    client.append_to_stream(hard.as_str(), &state(StreamState::NoStream), event("E", 0)).await.expect("append");
     client
-        .tombstone_stream(hard.as_str(), &TombstoneStreamOptions::default().stream_state(StreamState::Any))
+        .append_to_stream(hard.as_str(), &state(StreamState::NoStream), event("E", 0))
+        .await
+        .expect("append");
+    client
+        .tombstone_stream(
+            hard.as_str(),
+            &TombstoneStreamOptions::default().stream_state(StreamState::Any),
+        )
         .await
         .expect("tombstone");
-    assert!(matches!(read_error(&client, &hard).await, Error::ResourceDeleted));
+    assert!(matches!(
+        read_error(&client, &hard).await,
+        Error::ResourceDeleted
+    ));
     let err = client
         .append_to_stream(hard.as_str(), &state(StreamState::Any), event("E", 1))
         .await
@@ -341,21 +545,45 @@ async fn stream_metadata_round_trips_through_the_metadata_stream() {
     let server = common::start().await;
     let client = server.client();
     let stream = common::unique("meta");
-    let none = client.get_stream_metadata(stream.as_str(), &ReadStreamOptions::default().backwards().position(StreamPosition::End).max_count(1)).await.expect("get");
+    let none = client
+        .get_stream_metadata(
+            stream.as_str(),
+            &ReadStreamOptions::default()
+                .backwards()
+                .position(StreamPosition::End)
+                .max_count(1),
+        )
+        .await
+        .expect("get");
     assert!(none.is_not_found(), "{none:?}");
 
     let events: Vec<_> = (0..5).map(|n| event("E", n)).collect();
-    client.append_to_stream(stream.as_str(), &state(StreamState::NoStream), events).await.expect("append");
+    client
+        .append_to_stream(stream.as_str(), &state(StreamState::NoStream), events)
+        .await
+        .expect("append");
     let mut builder = StreamMetadata::builder().max_count(2);
-    builder = builder.insert_custom_property("owner", "billing").expect("custom");
+    builder = builder
+        .insert_custom_property("owner", "billing")
+        .expect("custom");
     let written = client
-        .set_stream_metadata(stream.as_str(), &state(StreamState::NoStream), &builder.build())
+        .set_stream_metadata(
+            stream.as_str(),
+            &state(StreamState::NoStream),
+            &builder.build(),
+        )
         .await
         .expect("set metadata");
     assert_eq!(written.next_expected_version, 0);
 
     let got = client
-        .get_stream_metadata(stream.as_str(), &ReadStreamOptions::default().backwards().position(StreamPosition::End).max_count(1))
+        .get_stream_metadata(
+            stream.as_str(),
+            &ReadStreamOptions::default()
+                .backwards()
+                .position(StreamPosition::End)
+                .max_count(1),
+        )
         .await
         .expect("get");
     let StreamMetadataResult::Success(versioned) = got else {
@@ -363,12 +591,22 @@ async fn stream_metadata_round_trips_through_the_metadata_stream() {
     };
     assert_eq!(versioned.version(), 0);
     assert_eq!(versioned.metadata().max_count, Some(2));
-    assert_eq!(versioned.metadata().custom_properties.get("owner"), Some(&json!("billing")));
+    assert_eq!(
+        versioned.metadata().custom_properties.get("owner"),
+        Some(&json!("billing"))
+    );
     // $maxCount applies to reads.
-    assert_eq!(read_revisions(&client, &stream, &ReadStreamOptions::default()).await, vec![3, 4]);
+    assert_eq!(
+        read_revisions(&client, &stream, &ReadStreamOptions::default()).await,
+        vec![3, 4]
+    );
 
     let err = client
-        .set_stream_metadata(stream.as_str(), &state(StreamState::NoStream), &StreamMetadata::builder().max_count(3).build())
+        .set_stream_metadata(
+            stream.as_str(),
+            &state(StreamState::NoStream),
+            &StreamMetadata::builder().max_count(3).build(),
+        )
         .await
         .expect_err("metadata stream already exists");
     assert!(matches!(err, Error::WrongExpectedVersion { .. }), "{err:?}");
@@ -379,10 +617,17 @@ async fn stream_metadata_round_trips_through_the_metadata_stream() {
 async fn batch_append_writes_and_reports_conflicts() {
     let server = common::start().await;
     let client = server.client();
-    let batch = client.batch_append(&BatchAppendOptions::default()).await.expect("batch client");
+    let batch = client
+        .batch_append(&BatchAppendOptions::default())
+        .await
+        .expect("batch client");
     let stream = common::unique("batch");
     let result = batch
-        .append_to_stream(stream.as_str(), StreamState::NoStream, vec![event("E", 0), event("E", 1), event("E", 2)])
+        .append_to_stream(
+            stream.as_str(),
+            StreamState::NoStream,
+            vec![event("E", 0), event("E", 1), event("E", 2)],
+        )
         .await
         .expect("batch append");
     assert_eq!(result.current_revision(), Some(2));
@@ -392,15 +637,26 @@ async fn batch_append_writes_and_reports_conflicts() {
         .append_to_stream(stream.as_str(), StreamState::NoStream, vec![event("E", 3)])
         .await
         .expect_err("conflict");
-    assert_eq!(grpc_code(&err).as_deref(), Some("FailedPrecondition"), "{err:?}");
+    assert_eq!(
+        grpc_code(&err).as_deref(),
+        Some("FailedPrecondition"),
+        "{err:?}"
+    );
 
     // The call survives a failed append.
     let next = batch
-        .append_to_stream(stream.as_str(), StreamState::StreamRevision(2), vec![event("E", 3)])
+        .append_to_stream(
+            stream.as_str(),
+            StreamState::StreamRevision(2),
+            vec![event("E", 3)],
+        )
         .await
         .expect("after a failure the call still works");
     assert_eq!(next.current_revision(), Some(3));
-    assert_eq!(read_revisions(&client, &stream, &ReadStreamOptions::default()).await, vec![0, 1, 2, 3]);
+    assert_eq!(
+        read_revisions(&client, &stream, &ReadStreamOptions::default()).await,
+        vec![0, 1, 2, 3]
+    );
     server.stop().await;
 }
 
@@ -418,21 +674,38 @@ async fn client_errors_are_typed_and_change_nothing() {
         .append_to_stream(stream.as_str(), &state(StreamState::Any), big)
         .await
         .expect_err("event over the limit");
-    assert_eq!(grpc_code(&err).as_deref(), Some("InvalidArgument"), "{err:?}");
+    assert_eq!(
+        grpc_code(&err).as_deref(),
+        Some("InvalidArgument"),
+        "{err:?}"
+    );
 
-    let many: Vec<_> = (0..8).map(|_| EventData::binary("Mid", bytes::Bytes::from(vec![1u8; 900]))).collect();
+    let many: Vec<_> = (0..8)
+        .map(|_| EventData::binary("Mid", bytes::Bytes::from(vec![1u8; 900])))
+        .collect();
     let err = client
         .append_to_stream(stream.as_str(), &state(StreamState::Any), many)
         .await
         .expect_err("append over the limit");
-    assert_eq!(grpc_code(&err).as_deref(), Some("InvalidArgument"), "{err:?}");
+    assert_eq!(
+        grpc_code(&err).as_deref(),
+        Some("InvalidArgument"),
+        "{err:?}"
+    );
 
     let err = client
         .append_to_stream("$ce-limits", &state(StreamState::Any), event("E", 0))
         .await
         .expect_err("virtual streams are read-only");
-    assert_eq!(grpc_code(&err).as_deref(), Some("InvalidArgument"), "{err:?}");
+    assert_eq!(
+        grpc_code(&err).as_deref(),
+        Some("InvalidArgument"),
+        "{err:?}"
+    );
 
-    assert!(matches!(read_error(&client, &stream).await, Error::ResourceNotFound), "nothing was written");
+    assert!(
+        matches!(read_error(&client, &stream).await, Error::ResourceNotFound),
+        "nothing was written"
+    );
     server.stop().await;
 }

@@ -30,8 +30,13 @@ async fn available(program: &str) -> bool {
 async fn node_client_appends_reads_and_subscribes() {
     for program in ["node", "npm"] {
         if !available(program).await {
-            assert!(!in_ci(), "{program} is required in CI (CI=true) but was not found");
-            eprintln!("SKIPPED: {program} not found; install Node.js 20+ to run the Node client check");
+            assert!(
+                !in_ci(),
+                "{program} is required in CI (CI=true) but was not found"
+            );
+            eprintln!(
+                "SKIPPED: {program} not found; install Node.js 20+ to run the Node client check"
+            );
             return;
         }
     }
@@ -64,9 +69,13 @@ async fn node_client_appends_reads_and_subscribes() {
     .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "Node client check failed:\n{stdout}\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("no JSON summary ({e}):\n{stdout}\n{stderr}"));
+    assert!(
+        output.status.success(),
+        "Node client check failed:\n{stdout}\n{stderr}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("no JSON summary ({e}):\n{stdout}\n{stderr}"));
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["read"], 3);
     assert_eq!(summary["subscribed"], 4);

@@ -58,8 +58,8 @@ pub(crate) async fn run(data: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "data": data,
         });
         if !event.metadata.is_empty() {
-            body["metadata"] = serde_json::from_slice(&event.metadata)
-                .context("--metadata is not valid JSON")?;
+            body["metadata"] =
+                serde_json::from_slice(&event.metadata).context("--metadata is not valid JSON")?;
         }
         let expected = args.expected_revision.to_string();
         return super::remote::append(server, args.stream.as_str(), &expected, body).await;

@@ -20,7 +20,11 @@ fn segment(name: &str) -> String {
 }
 
 fn url(server: &str, stream: &str, suffix: &str) -> String {
-    format!("{}/streams/{}{suffix}", server.trim_end_matches('/'), segment(stream))
+    format!(
+        "{}/streams/{}{suffix}",
+        server.trim_end_matches('/'),
+        segment(stream)
+    )
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -47,7 +51,11 @@ pub(crate) async fn append(
     expected: &str,
     event: Value,
 ) -> anyhow::Result<ExitCode> {
-    let id = event.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+    let id = event
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let body = json!({ "expectedRevision": expected, "events": [event] });
     let response = client()?
         .post(url(server, stream, ""))
@@ -56,14 +64,16 @@ pub(crate) async fn append(
         .await
         .with_context(|| format!("cannot reach {server}"))?;
     if !response.status().is_success() {
-        return Err(failure(response).await.context(format!("append to '{stream}' failed")));
+        return Err(failure(response)
+            .await
+            .context(format!("append to '{stream}' failed")));
     }
     let result: Value = response.json().await.context("malformed answer")?;
     let revision = result["currentRevision"].clone();
     match result["lastPosition"].as_u64() {
-        Some(position) => println!(
-            "appended {id} to {stream} at revision {revision}, position {position}"
-        ),
+        Some(position) => {
+            println!("appended {id} to {stream} at revision {revision}, position {position}")
+        }
         None => println!("nothing appended; {stream} is at revision {revision}"),
     }
     Ok(ExitCode::SUCCESS)
@@ -97,7 +107,9 @@ pub(crate) async fn read(
             .await
             .with_context(|| format!("cannot reach {server}"))?;
         if !response.status().is_success() {
-            return Err(failure(response).await.context(format!("reading '{stream}' failed")));
+            return Err(failure(response)
+                .await
+                .context(format!("reading '{stream}' failed")));
         }
         let body: Value = response.json().await.context("malformed answer")?;
         let events = body["events"].as_array().cloned().unwrap_or_default();
@@ -128,7 +140,9 @@ pub(crate) async fn tail(
         .await
         .with_context(|| format!("cannot reach {server}"))?;
     if !response.status().is_success() {
-        return Err(failure(response).await.context(format!("subscribing to '{stream}' failed")));
+        return Err(failure(response)
+            .await
+            .context(format!("subscribing to '{stream}' failed")));
     }
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
@@ -140,7 +154,9 @@ pub(crate) async fn tail(
             _ = tokio::signal::ctrl_c() => break,
         };
         let Some(chunk) = chunk else { break };
-        buffer.push_str(&String::from_utf8_lossy(&chunk.context("the subscription failed")?));
+        buffer.push_str(&String::from_utf8_lossy(
+            &chunk.context("the subscription failed")?,
+        ));
         while let Some(end) = buffer.find('\n') {
             let line = buffer[..end].trim_end_matches('\r').to_owned();
             buffer.drain(..=end);
@@ -151,7 +167,8 @@ pub(crate) async fn tail(
             } else if line.is_empty() && !data.is_empty() {
                 match name.as_str() {
                     "" => {
-                        let event: Value = serde_json::from_str(&data).context("malformed event")?;
+                        let event: Value =
+                            serde_json::from_str(&data).context("malformed event")?;
                         crate::output::print_remote_event(&event, as_json);
                         remaining -= 1;
                     }

@@ -17,7 +17,12 @@ pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) dir: super::DataDir,
     /// Address for gRPC (KurrentDB clients: kurrentdb://HOST:PORT?tls=false) and HTTP.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2113", env = "ANNALS_LISTEN")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:2113",
+        env = "ANNALS_LISTEN"
+    )]
     listen: SocketAddr,
     /// Dev mode: no TLS and no authentication. Required until TLS and auth are implemented.
     #[arg(long)]
@@ -83,7 +88,10 @@ pub(crate) async fn run(data: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let addr = server.local_addr();
     tracing::info!(%addr, "listening: gRPC kurrentdb://{addr}?tls=false, HTTP http://{addr}/");
     eprintln!("annals serve: listening on {addr} (gRPC + HTTP, dev mode)");
-    server.run(shutdown_signal()).await.context("the server failed")?;
+    server
+        .run(shutdown_signal())
+        .await
+        .context("the server failed")?;
     // Every acknowledged append is already durable; closing only releases the files.
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.close(),
