@@ -256,6 +256,7 @@ async fn sse_messages(response: reqwest::Response, want: usize) -> Vec<SseMessag
             } else if let Some(v) = line.strip_prefix("data:") {
                 data.push_str(v.trim_start());
             } else if line.is_empty() && !data.is_empty() {
+                eprintln!("SSE: event={name:?} id={id:?} data={data}");
                 out.push((
                     std::mem::take(&mut name),
                     id.take(),

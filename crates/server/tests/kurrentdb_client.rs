@@ -563,9 +563,7 @@ async fn stream_metadata_round_trips_through_the_metadata_stream() {
         .await
         .expect("append");
     let mut builder = StreamMetadata::builder().max_count(2);
-    builder = builder
-        .insert_custom_property("owner", "billing")
-        .expect("custom");
+    builder = builder.insert_custom_property("owner", "billing");
     let written = client
         .set_stream_metadata(
             stream.as_str(),
