@@ -66,6 +66,7 @@ pub(crate) fn start(
         segment,
         offset: tail.1,
         next_position,
+        durable_through: next_position,
         flush_tx,
     };
     let writer = spawn("annals-writer")
@@ -81,6 +82,8 @@ struct Writer {
     /// Where the next group goes in `segment`.
     offset: u64,
     next_position: u64,
+    /// Every position below this is on stable storage (or would be, with `sync` off).
+    durable_through: u64,
     flush_tx: std_mpsc::Sender<()>,
 }
 
@@ -176,6 +179,16 @@ impl Writer {
             .requests
             .fetch_add(answers.len() as u64, Relaxed);
         for (reply, result) in answers {
+            if let Ok(results) = &result {
+                // Nothing is acknowledged before the sync that covers it.
+                debug_assert!(
+                    results
+                        .iter()
+                        .filter_map(AppendResult::last_position)
+                        .all(|p| p.0 < self.durable_through),
+                    "acknowledging an append that is not yet durable"
+                );
+            }
             let _ = reply.send(result);
         }
         self.maybe_flush();
@@ -211,6 +224,9 @@ impl Writer {
             .stats
             .records
             .fetch_add(encoded.len() as u64, Relaxed);
+        self.durable_through = encoded
+            .last()
+            .map_or(self.durable_through, |e| e.event.position.0 + 1);
         self.publish(encoded)?;
         self.offset += len;
         self.segment
