@@ -39,7 +39,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// One acknowledged append.
 #[derive(Debug, Clone)]
 struct Acked {
-    stream: StreamName,
     ids: Vec<Uuid>,
     result: AppendResult,
 }
