@@ -108,11 +108,7 @@ async fn workload(engine: Arc<Engine>, seed: u64) -> History {
                         if sent_after_failure {
                             h.ack_after_failure += 1;
                         }
-                        h.acked.push(Acked {
-                            stream,
-                            ids,
-                            result,
-                        });
+                        h.acked.push(Acked { ids, result });
                     }
                     Err(AppendError::Storage(_)) => {
                         failed.store(true, std::sync::atomic::Ordering::SeqCst);
