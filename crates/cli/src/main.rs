@@ -32,6 +32,9 @@ enum Command {
     Verify(commands::DataDir),
     /// Write a small order flow into the data directory and read it back three ways.
     Demo(commands::DataDir),
+    /// Append from many writers until killed (for the kill -9 test).
+    #[command(hide = true)]
+    Load(commands::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
             Command::Tail(args) => commands::tail::run(&args.dir.resolve(top.clone()), args).await,
             Command::Verify(dir) => commands::verify::run(&dir.resolve(top)),
             Command::Demo(dir) => commands::demo::run(&dir.resolve(top)).await,
+            Command::Load(args) => commands::load::run(&args.dir.resolve(top.clone()), args).await,
         }
     });
     match result {
