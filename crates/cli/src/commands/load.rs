@@ -52,7 +52,7 @@ async fn writer(store: Arc<annals_engine::Engine>, w: u32) -> anyhow::Result<()>
         n = n
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let shared = n % 4 == 0;
+        let shared = n.is_multiple_of(4);
         let stream = if shared {
             StreamName::new(format!("shared-{}", (n >> 8) % 3))?
         } else {
