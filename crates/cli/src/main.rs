@@ -1,5 +1,6 @@
 //! `annals`: the command-line entry point.
 
+mod bench;
 mod commands;
 mod output;
 
@@ -32,6 +33,11 @@ enum Command {
     Verify(commands::DataDir),
     /// Write a small order flow into the data directory and read it back three ways.
     Demo(commands::DataDir),
+    /// Run the performance suite, side by side with the PostgreSQL baseline.
+    Bench(bench::Args),
+    /// Fill a store and wait to be killed (for `bench` W8).
+    #[command(hide = true)]
+    BenchFill(bench::workloads::FillArgs),
     /// Append from many writers until killed (for the kill -9 test).
     #[command(hide = true)]
     Load(commands::load::Args),
@@ -61,6 +67,11 @@ fn main() -> ExitCode {
             Command::Tail(args) => commands::tail::run(&args.dir.resolve(top.clone()), args).await,
             Command::Verify(dir) => commands::verify::run(&dir.resolve(top)),
             Command::Demo(dir) => commands::demo::run(&dir.resolve(top)).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::BenchFill(args) => {
+                let dir = args.dir.resolve(top.clone());
+                bench::workloads::fill_command(&dir, args).await
+            }
             Command::Load(args) => commands::load::run(&args.dir.resolve(top.clone()), args).await,
         }
     });
