@@ -527,6 +527,12 @@ impl LogAccess for Snapshot<'_> {
         self.shared.record(&entry).map(|r| r.event)
     }
 
+    fn records(&mut self, entries: &[IndexEntry]) -> Result<Vec<RecordedEvent>, StorageError> {
+        let addresses: Vec<(u64, u64)> =
+            entries.iter().map(|e| (e.address, e.position.0)).collect();
+        self.shared.log.records(&addresses)
+    }
+
     fn restriction(&mut self, stream: &StreamName) -> Result<Restriction, StorageError> {
         if stream.kind() != StreamKind::Regular {
             return Ok(Restriction::default());
