@@ -52,6 +52,19 @@ struct Run {
     latencies_us: Vec<u64>,
     fsyncs_per_s: f64,
     group_size: f64,
+    /// CPU time of this process over wall time, in cores (2.0 = both cores busy).
+    cpu_cores: f64,
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `writers` tasks append `batch`-event batches to their own streams with exact expected
@@ -64,6 +77,7 @@ async fn append_run(
     rate: Option<f64>,
 ) -> anyhow::Result<Run> {
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = process_cpu_seconds();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let before = engine.stats();
     let started = Instant::now();
@@ -112,6 +126,7 @@ async fn append_run(
         latencies_us,
         fsyncs_per_s: syncs / elapsed,
         group_size: (after.records - before.records) as f64 / syncs.max(1.0),
+        cpu_cores: (process_cpu_seconds() - cpu_before) / elapsed,
     })
 }
 
@@ -173,8 +188,11 @@ async fn append_workload(
             p99_ms: percentile_ms(&run.latencies_us, 0.99),
             ratio_vs_postgres: pg.map(|pg| run.events_per_s / pg),
             extra: Some(format!(
-                "{:.0} fsyncs/s, {:.1} events per group commit",
-                run.fsyncs_per_s, run.group_size
+                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores",
+                run.fsyncs_per_s,
+                run.group_size,
+                run.cpu_cores,
+                std::thread::available_parallelism().map_or(1, |n| n.get())
             )),
             ..Line::default()
         });
