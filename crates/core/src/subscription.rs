@@ -133,6 +133,12 @@ impl<S: EventReader + ?Sized> Cursor<S> {
             out.push(Ok(SubscriptionMessage::CaughtUp));
             return Ok(());
         }
+        if !out.is_empty() {
+            // Deliver what this read found before waiting: the next read either finds
+            // nothing new and waits, or sees commits made since (the head was observed
+            // before this read, so none is missed).
+            return Ok(());
+        }
         self.head
             .changed()
             .await
@@ -229,5 +235,53 @@ impl<S: EventReader + ?Sized> Cursor<S> {
         }
         self.next = Some(examined_to.max(next));
         self.wait_unless(!slice.end_of_log, out).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::{EventAppender, EventType, ExpectedRevision, NewEvent};
+
+    /// Regression: a live read used to hold the events it found until the *next* commit.
+    #[tokio::test]
+    async fn live_events_are_delivered_without_waiting_for_another_commit() {
+        let store = Arc::new(MemoryStore::new());
+        let stream = StreamName::new("a-1").unwrap();
+        let event = || NewEvent::json(EventType::new("T").unwrap(), "{}");
+        let append = |e: NewEvent| {
+            let (store, stream) = (store.clone(), stream.clone());
+            async move { store.append(&stream, ExpectedRevision::Any, vec![e]).await }
+        };
+        append(event()).await.unwrap();
+        let source = SubscriptionSource::Stream(stream.clone());
+        let mut sub = subscribe(store.clone(), source, SubscribeFrom::Start);
+        let mut all = subscribe(
+            store.clone(),
+            SubscriptionSource::All(None),
+            SubscribeFrom::Start,
+        );
+        for s in [&mut sub, &mut all] {
+            assert!(matches!(
+                s.next().await,
+                Some(Ok(SubscriptionMessage::Event(_)))
+            ));
+            assert_eq!(
+                s.next().await.unwrap().unwrap(),
+                SubscriptionMessage::CaughtUp
+            );
+        }
+        let live = event();
+        append(live.clone()).await.unwrap();
+        for s in [&mut sub, &mut all] {
+            let next = tokio::time::timeout(Duration::from_secs(5), s.next()).await;
+            match next {
+                Ok(Some(Ok(SubscriptionMessage::Event(e)))) => assert_eq!(e.event.id, live.id),
+                other => panic!("expected the live event, got {other:?}"),
+            }
+        }
     }
 }

@@ -44,3 +44,13 @@ impl Backend for EngineBackend {
 }
 
 annals_conformance::conformance_tests!(EngineBackend::default());
+
+/// Random operations with random reopens behave as on the in-memory model.
+#[test]
+fn model_matches_memory() {
+    let config = annals_conformance::model::ModelConfig::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/proptest-regressions/model.txt"
+    ));
+    annals_conformance::model::model_test(EngineBackend::default, config);
+}
