@@ -70,6 +70,8 @@ pub fn subscribe<S: EventReader + ?Sized + 'static>(
     from: SubscribeFrom<u64>,
 ) -> Subscription {
     let head = store.watch_head();
+    // `End` means the head as of this call, not as of the first poll.
+    let end_at = *head.borrow();
     match source {
         SubscriptionSource::Stream(stream) => {
             let state = Cursor {
@@ -77,6 +79,7 @@ pub fn subscribe<S: EventReader + ?Sized + 'static>(
                 head,
                 next: None,
                 from,
+                end_at,
                 caught_up: false,
             };
             stream::unfold((state, stream), |(mut state, stream)| async move {
@@ -92,6 +95,7 @@ pub fn subscribe<S: EventReader + ?Sized + 'static>(
                 head,
                 next: None,
                 from,
+                end_at,
                 caught_up: false,
             };
             stream::unfold((state, filter), |(mut state, filter)| async move {
@@ -117,6 +121,8 @@ struct Cursor<S: ?Sized> {
     /// The next revision / position to read; `None` until resolved from `from`.
     next: Option<u64>,
     from: SubscribeFrom<u64>,
+    /// The log head when the subscription was made (where `End` starts).
+    end_at: Position,
     caught_up: bool,
 }
 
@@ -151,9 +157,18 @@ impl<S: EventReader + ?Sized> Cursor<S> {
             SubscribeFrom::Start => 0,
             SubscribeFrom::After(r) => r.saturating_add(1),
             SubscribeFrom::End => {
-                let last = ReadStreamOptions::backward().limit(1);
-                match self.store.read_stream(stream, last).await {
-                    Ok(events) => events.first().map_or(0, |e| e.read_revision() + 1),
+                // After the last event committed before the subscription was made; events
+                // committed since then (before this first poll) are delivered.
+                let recent = ReadStreamOptions::backward().limit(PAGE_SIZE);
+                match self.store.read_stream(stream, recent).await {
+                    Ok(events) => events
+                        .iter()
+                        .find(|e| e.event.position < self.end_at)
+                        .or(events.last())
+                        .map_or(0, |e| {
+                            let before = e.event.position < self.end_at;
+                            e.read_revision() + u64::from(before)
+                        }),
                     Err(ReadError::StreamNotFound { .. }) => 0,
                     Err(e) => return Err(e),
                 }
@@ -210,7 +225,7 @@ impl<S: EventReader + ?Sized> Cursor<S> {
             (Some(next), _) => next,
             (None, SubscribeFrom::Start) => 0,
             (None, SubscribeFrom::After(p)) => p.saturating_add(1),
-            (None, SubscribeFrom::End) => head.0,
+            (None, SubscribeFrom::End) => self.end_at.0.min(head.0),
         };
         self.next = Some(next);
         let options = ReadAllOptions {
@@ -281,6 +296,40 @@ mod tests {
             match next {
                 Ok(Some(Ok(SubscriptionMessage::Event(e)))) => assert_eq!(e.event.id, live.id),
                 other => panic!("expected the live event, got {other:?}"),
+            }
+        }
+    }
+
+    /// `End` is the head when `subscribe` was called: an append made before the first poll
+    /// is delivered.
+    #[tokio::test]
+    async fn end_means_the_head_at_subscribe_time() {
+        let store = Arc::new(MemoryStore::new());
+        let stream = StreamName::new("b-1").unwrap();
+        let event = || NewEvent::json(EventType::new("T").unwrap(), "{}");
+        store
+            .append(&stream, ExpectedRevision::Any, vec![event()])
+            .await
+            .unwrap();
+        let mut sub = subscribe(
+            store.clone(),
+            SubscriptionSource::Stream(stream.clone()),
+            SubscribeFrom::End,
+        );
+        let mut all = subscribe(
+            store.clone(),
+            SubscriptionSource::All(None),
+            SubscribeFrom::End,
+        );
+        let late = event();
+        store
+            .append(&stream, ExpectedRevision::Any, vec![late.clone()])
+            .await
+            .unwrap();
+        for s in [&mut sub, &mut all] {
+            match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+                Ok(Some(Ok(SubscriptionMessage::Event(e)))) => assert_eq!(e.event.id, late.id),
+                other => panic!("expected the event appended after subscribing, got {other:?}"),
             }
         }
     }
