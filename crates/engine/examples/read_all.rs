@@ -35,6 +35,10 @@ async fn main() {
             .await
             .unwrap();
     }
+    println!(
+        "index memory after {events} events in 1,000 streams: {:.1} MiB (memtables + run fences)",
+        engine.index_memory_bytes() as f64 / (1 << 20) as f64
+    );
     for _ in 0..3 {
         let started = Instant::now();
         let mut options = ReadAllOptions::forward().limit(10_000);
