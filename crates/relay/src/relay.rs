@@ -15,7 +15,8 @@ use crate::metrics as m;
 use crate::sink::Sink;
 use crate::source::{polling, wal};
 
-/// Called with each message id right after the broker acknowledged it (WAL mode) — a hook
+/// Called with each message id right after the broker acknowledged it (WAL mode; polling:
+/// after the batch was marked published) — a hook
 /// for benchmarks and tests. Must be cheap.
 pub type AckObserver = Arc<dyn Fn(uuid::Uuid) + Send + Sync>;
 
@@ -89,7 +90,9 @@ impl Relay {
                 let sink = Sink::connect(&cfg.sink, &cfg.envelope.source).await?;
                 info!(mode = ?cfg.source.mode, sink = sink.name(), "relay running");
                 match cfg.source.mode {
-                    SourceMode::Polling => polling::run(cfg, &pool, &sink, &shutdown).await,
+                    SourceMode::Polling => {
+                        polling::run(cfg, &pool, &sink, &shutdown, self.observer.as_ref()).await
+                    }
                     SourceMode::Wal => {
                         wal::run(cfg, &pool, sink, &shutdown, self.observer.clone()).await
                     }

@@ -22,6 +22,7 @@ use crate::config::RelayConfig;
 use crate::envelope::OutboxRecord;
 use crate::error::RelayError;
 use crate::metrics as m;
+use crate::relay::AckObserver;
 use crate::sink::{Sink, publish_all};
 use crate::source::{COLUMNS, record_from_row};
 
@@ -31,6 +32,7 @@ pub async fn run(
     pool: &PgPool,
     sink: &Sink,
     shutdown: &CancellationToken,
+    observer: Option<&AckObserver>,
 ) -> Result<(), RelayError> {
     let outbox = cfg.outbox()?;
     let t = outbox.qualified();
@@ -82,6 +84,9 @@ pub async fn run(
                 .await?;
             tx.commit().await?;
             m::record_published(sink.name(), &batch, started);
+            if let Some(o) = observer {
+                batch.iter().for_each(|r| o(r.id));
+            }
             debug!(rows = batch.len(), "published batch");
         } else {
             tx.rollback().await?;
