@@ -132,7 +132,7 @@ fn spawn_relay(config: &std::path::Path, log: &std::path::Path) -> Child {
         .expect("spawn relay")
 }
 
-async fn t8(test: &str, mode: SourceMode) {
+async fn t8(test: &str, mode: SourceMode, sink: SinkKind) {
     let Some(pool) = (if mode == SourceMode::Wal {
         testing::pg_logical(test).await
     } else {
@@ -140,14 +140,36 @@ async fn t8(test: &str, mode: SourceMode) {
     }) else {
         return;
     };
-    let Some(bin) = nats_server_bin() else {
-        testing::unavailable::<()>(test, "nats-server binary", "not found");
-        return;
-    };
-    let mut broker = PrivateNats::start(bin).expect("private nats-server");
-    let Some(client) = testing::nats(test, &broker.url()).await else {
-        return;
-    };
+    let names = Names::new(test);
+    let mut cfg = config(&names, mode, sink);
+    // NATS: a private broker that this test restarts. RabbitMQ: the shared broker, with this
+    // test's own exchange and queue; it is not restarted (that would disturb parallel tests).
+    let mut broker = None;
+    let mut client = None;
+    let mut amqp = None;
+    match sink {
+        SinkKind::Nats => {
+            let Some(bin) = nats_server_bin() else {
+                testing::unavailable::<()>(test, "nats-server binary", "not found");
+                return;
+            };
+            let b = PrivateNats::start(bin).expect("private nats-server");
+            let Some(c) = testing::nats(test, &b.url()).await else {
+                return;
+            };
+            cfg.sink.nats.url = b.url();
+            cfg.sink.nats.ack_timeout_ms = 2000;
+            broker = Some(b);
+            client = Some(c);
+        }
+        SinkKind::RabbitMq => {
+            let Some(conn) = testing::amqp(test).await else {
+                return;
+            };
+            let ch = amqp_queue(&conn, &names.exchange, &names.queue).await;
+            amqp = Some((conn, ch));
+        }
+    }
     let rounds: usize = std::env::var("ANNALS_T8_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -160,10 +182,6 @@ async fn t8(test: &str, mode: SourceMode) {
     println!("{test}: seed {seed}, {rounds} SIGKILL rounds");
     let mut rng = Rng(seed);
 
-    let names = Names::new(test);
-    let mut cfg = config(&names, mode, SinkKind::Nats);
-    cfg.sink.nats.url = broker.url();
-    cfg.sink.nats.ack_timeout_ms = 2000;
     let dir = tempfile::tempdir().expect("tmp");
     let cfg_path = dir.path().join("relay.toml");
     let log_path = dir.path().join("relay.log");
@@ -225,7 +243,9 @@ async fn t8(test: &str, mode: SourceMode) {
         tokio::time::sleep(Duration::from_millis(rng.range(150, 700))).await;
         relay.kill().expect("SIGKILL"); // std's kill() sends SIGKILL on Unix
         let _ = relay.wait();
-        if round == broker_restart_round {
+        if round == broker_restart_round
+            && let Some(broker) = broker.as_mut()
+        {
             // Broker down while the relay runs and publishes, then back.
             let mut relay = spawn_relay(&cfg_path, &log_path);
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -246,7 +266,13 @@ async fn t8(test: &str, mode: SourceMode) {
 
     // Final run to drain, then stop it gracefully.
     let mut relay = spawn_relay(&cfg_path, &log_path);
-    let delivered = collect_nats(&client, &names.stream, committed, Duration::from_secs(90)).await;
+    let delivered = match (&client, &amqp) {
+        (Some(c), _) => collect_nats(c, &names.stream, committed, Duration::from_secs(90)).await,
+        (_, Some((_, ch))) => {
+            collect_amqp(ch, &names.queue, committed, Duration::from_secs(90)).await
+        }
+        _ => unreachable!(),
+    };
     let _ = Command::new("kill")
         .args(["-TERM", &relay.id().to_string()])
         .status();
@@ -321,9 +347,10 @@ async fn t8(test: &str, mode: SourceMode) {
     println!(
         "T8 {test}: committed={committed} delivered={} lost={lost} duplicate_deliveries={dup_deliveries} \
          (absorbed by the inbox) out_of_order={out_of_order} applied={} (expected {committed}) \
-         sigkill_rounds={rounds} broker_restarts=1",
+         sigkill_rounds={rounds} broker_restarts={}",
         delivered.len(),
-        applied.unwrap_or(0)
+        applied.unwrap_or(0),
+        usize::from(broker.is_some())
     );
     if lost > 0 || out_of_order > 0 {
         eprintln!(
@@ -339,17 +366,26 @@ async fn t8(test: &str, mode: SourceMode) {
         "each row applied exactly once"
     );
 
-    let js = async_nats::jetstream::new(client);
-    let _ = js.delete_stream(&names.stream).await;
+    if let Some(c) = &client {
+        delete_stream(c, &names.stream).await;
+    }
+    if let Some((conn, _)) = &amqp {
+        cleanup_amqp(conn, &names.exchange, &names.queue).await;
+    }
     cleanup_pg(&pool, &cfg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t8_wal_sigkill_and_broker_restart() {
-    t8("t8_wal", SourceMode::Wal).await;
+    t8("t8_wal", SourceMode::Wal, SinkKind::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t8_polling_sigkill_and_broker_restart() {
-    t8("t8_poll", SourceMode::Polling).await;
+    t8("t8_poll", SourceMode::Polling, SinkKind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_wal_rabbitmq_sigkill() {
+    t8("t8_wal_amqp", SourceMode::Wal, SinkKind::RabbitMq).await;
 }
