@@ -343,6 +343,32 @@ impl RelayConfig {
         )?;
         positive("database.pool_size", self.database.pool_size.into())?;
         positive("retry.initial_backoff_ms", self.retry.initial_backoff_ms)?;
+        let at_most = |field: &'static str, v: u64, max: u64| {
+            if v > max {
+                Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("must be at most {max}"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        at_most(
+            "source.polling.batch_size",
+            self.source.polling.batch_size.into(),
+            100_000,
+        )?;
+        at_most(
+            "source.wal.queue_capacity",
+            self.source.wal.queue_capacity as u64,
+            1_000_000,
+        )?;
+        at_most(
+            "sink.max_in_flight",
+            self.sink.max_in_flight as u64,
+            1_000_000,
+        )?;
+        at_most("database.pool_size", self.database.pool_size.into(), 1000)?;
         if !self.metrics.listen.is_empty()
             && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -398,6 +424,13 @@ mod tests {
         ));
         assert!(matches!(
             RelayConfig::from_toml("[sink]\nmax_in_flight = 0"),
+            Err(ConfigError::Invalid {
+                field: "sink.max_in_flight",
+                ..
+            })
+        ));
+        assert!(matches!(
+            RelayConfig::from_toml("[sink]\nmax_in_flight = 9223372036854775807"),
             Err(ConfigError::Invalid {
                 field: "sink.max_in_flight",
                 ..

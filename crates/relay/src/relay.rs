@@ -126,7 +126,7 @@ impl Relay {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(max_backoff);
+                    backoff = backoff.saturating_mul(2).min(max_backoff);
                 }
             }
         }

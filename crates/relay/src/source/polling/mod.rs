@@ -50,17 +50,17 @@ pub async fn run(
     );
     let mark_sql = format!("UPDATE {t} SET published_at = clock_timestamp() WHERE seq = ANY($1)");
     let backlog_sql = format!("SELECT count(*) FROM {t} WHERE published_at IS NULL");
-    let mut last_backlog = Instant::now() - Duration::from_secs(60);
+    let mut last_backlog: Option<Instant> = None;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        if last_backlog.elapsed() >= Duration::from_secs(1) {
+        if last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(&*backlog_sql))
                 .fetch_one(pool)
                 .await?;
             metrics::gauge!(m::BACKLOG).set(n as f64);
-            last_backlog = Instant::now();
+            last_backlog = Some(Instant::now());
         }
         let mut tx = pool.begin().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(&*claim_sql))
