@@ -380,3 +380,31 @@ async fn housekeeping_deletes_or_archives_published_rows() {
         cleanup_pg(&pool, &cfg).await;
     }
 }
+
+#[test]
+fn print_config_output_is_a_valid_config_and_bad_files_are_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_annals-relay"))
+        .arg("print-config")
+        .output()
+        .expect("run binary");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let cfg = RelayConfig::from_toml(&text).expect("printed config parses");
+    assert_eq!(cfg.source.wal.slot, "annals_relay");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[sink]\nkind = \"kafka\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_annals-relay"))
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run binary");
+    assert!(
+        !out.status.success(),
+        "an invalid config must fail, not panic or run"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid config"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
