@@ -59,9 +59,17 @@ async fn run_rate(mode: SourceMode, rate: u64, secs: u64) -> Option<Sample> {
     };
     relay.setup(&pool).await.expect("setup");
     let shutdown = CancellationToken::new();
+    // The relay gets its own runtime on its own threads, as it would as its own process, so the
+    // bench's writer and the relay do not share worker threads.
     let running = {
         let s = shutdown.clone();
-        tokio::spawn(async move { relay.run(s).await })
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(relay.run(s)))
+        })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -95,7 +103,7 @@ async fn run_rate(mode: SourceMode, rate: u64, secs: u64) -> Option<Sample> {
     }
     let drained = acks.lock().len() >= commits.len();
     shutdown.cancel();
-    let _ = running.await;
+    let _ = tokio::task::spawn_blocking(move || running.join()).await;
     let mut lat: Vec<f64> = {
         let acks = acks.lock();
         commits
