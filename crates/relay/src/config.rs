@@ -134,7 +134,8 @@ pub struct WalConfig {
     /// How often the slot's health (`wal_status`, lag in bytes) is checked, in ms.
     /// Default `5000`.
     pub slot_check_interval_ms: u64,
-    /// Bound of the queue between the WAL reader and the publisher (messages). Default `8192`.
+    /// Bound of the queue between the WAL reader and the publisher, in rows (handed over in
+    /// chunks of up to 256 rows of one transaction). Default `8192`.
     pub queue_capacity: usize,
 }
 
@@ -167,7 +168,9 @@ pub enum SinkKind {
 pub struct SinkConfig {
     /// `"nats"` (default) or `"rabbitmq"`.
     pub kind: SinkKind,
-    /// Messages published but not yet acknowledged, at most. Default `1024`.
+    /// WAL mode: messages published but not yet acknowledged, at most (plus up to 255 more
+    /// when a transaction's chunk is being sent). Polling mode publishes one batch
+    /// (`source.polling.batch_size`) at a time instead. Default `1024`.
     pub max_in_flight: usize,
     /// Options of the NATS JetStream sink.
     pub nats: NatsConfig,

@@ -35,7 +35,10 @@ impl NatsSink {
             .map_err(|e| err(format!("{}: {e}", cfg.url)))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_millis(cfg.ack_timeout_ms))
-            .max_ack_inflight(max_in_flight.max(1))
+            // The relay bounds what it has in flight itself (WAL: `max_in_flight` plus one chunk
+            // of a transaction; polling: one batch, at most 100,000). This limit sits above
+            // both so it never blocks a publish whose earlier acks are not being polled.
+            .max_ack_inflight(max_in_flight.saturating_add(101_000))
             .backpressure_on_inflight(true)
             .build(client);
         if cfg.create_stream {

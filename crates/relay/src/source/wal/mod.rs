@@ -40,10 +40,15 @@ use crate::sink::Sink;
 /// Prefix of heartbeat messages; the slot name follows.
 pub const HEARTBEAT_PREFIX: &str = "annals-relay-heartbeat:";
 
+/// Rows are handed over per transaction (in chunks of at most [`CHUNK`]), so the publisher
+/// sends them back to back and the broker client can coalesce its writes.
 enum Item {
-    Row(Box<OutboxRecord>, DateTime<Utc>),
+    Rows(Vec<OutboxRecord>, DateTime<Utc>),
     Commit(u64, DateTime<Utc>),
 }
+
+/// Largest hand-over chunk of one transaction's rows.
+const CHUNK: usize = 256;
 
 enum Done {
     Row(uuid::Uuid, DateTime<Utc>),
@@ -105,7 +110,8 @@ pub async fn run(
 
     let acked = Arc::new(Acked::default());
     acked.lsn.store(start_acked, Ordering::SeqCst);
-    let (tx, rx) = mpsc::channel::<Item>(w.queue_capacity);
+    // Items are chunks of up to CHUNK rows: this bounds the queue to about `queue_capacity` rows.
+    let (tx, rx) = mpsc::channel::<Item>((w.queue_capacity / CHUNK).max(8));
     let publisher = tokio::spawn(publish_loop(
         sink,
         rx,
@@ -163,6 +169,7 @@ pub async fn run(
         table: outbox.table().to_string(),
         heartbeat_prefix: format!("{HEARTBEAT_PREFIX}{}", w.slot),
         acked: Arc::clone(&acked),
+        pending: Vec::new(),
         persisted: start_acked,
         last_dispatched: start_acked,
         in_tx: false,
@@ -204,6 +211,7 @@ struct Reader<'a> {
     table: String,
     heartbeat_prefix: String,
     acked: Arc<Acked>,
+    pending: Vec<OutboxRecord>,
     persisted: u64,
     last_dispatched: u64,
     in_tx: bool,
@@ -263,12 +271,9 @@ impl Reader<'_> {
                 } if *schema == *self.schema && *table == *self.table => {
                     let rec = decode::record(&data, lsn, self.commit_time)?;
                     self.acked.in_flight.fetch_add(1, Ordering::Relaxed);
-                    if tx
-                        .send(Item::Row(Box::new(rec), self.commit_time))
-                        .await
-                        .is_err()
-                    {
-                        return Err(publisher_gone());
+                    self.pending.push(rec);
+                    if self.pending.len() >= CHUNK {
+                        self.hand_over(tx).await?;
                     }
                 }
                 EventType::Message {
@@ -288,6 +293,7 @@ impl Reader<'_> {
                     ..
                 } => {
                     self.in_tx = false;
+                    self.hand_over(tx).await?;
                     self.last_dispatched = end_lsn.value();
                     if tx
                         .send(Item::Commit(end_lsn.value(), commit_timestamp))
@@ -303,6 +309,17 @@ impl Reader<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// Sends the rows read so far of the current transaction to the publisher.
+    async fn hand_over(&mut self, tx: &mpsc::Sender<Item>) -> Result<(), RelayError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+        tx.send(Item::Rows(rows, self.commit_time))
+            .await
+            .map_err(|_| publisher_gone())
     }
 
     /// Records the acknowledged LSN, then reports it to PostgreSQL.
@@ -401,13 +418,15 @@ async fn publish_loop(
             },
             item = rx.recv(), if open && inflight.len() < max_in_flight => match item {
                 None => open = false,
-                Some(Item::Row(rec, commit_time)) => {
-                    let ack = sink.publish(&rec).await?;
-                    let id = rec.id;
-                    inflight.push_back(Box::pin(async move {
-                        ack.await?;
-                        Ok(Done::Row(id, commit_time))
-                    }));
+                Some(Item::Rows(rows, commit_time)) => {
+                    for rec in &rows {
+                        let ack = sink.publish(rec).await?;
+                        let id = rec.id;
+                        inflight.push_back(Box::pin(async move {
+                            ack.await?;
+                            Ok(Done::Row(id, commit_time))
+                        }));
+                    }
                 }
                 Some(Item::Commit(lsn, t)) => {
                     inflight.push_back(Box::pin(async move { Ok(Done::Commit(lsn, t)) }));
