@@ -44,6 +44,8 @@ async fn order_test(test: &str, mode: SourceMode, sink: SinkKind, instances: usi
         testing::pg(test).await
     };
     let Some(pool) = pool else { return };
+    // Slots left by an earlier, crashed run of this same test (names are `<test>_<random>`).
+    testing::drop_stale_slots(&pool, &format!("{test}_")).await;
     let names = Names::new(test);
     let cfg = config(&names, mode, sink);
     // Consumer side first, so RabbitMQ has a queue bound before anything is published.
@@ -163,6 +165,7 @@ async fn lost_or_recreated_slot_is_detected_and_reported() {
     let Some(pool) = testing::pg_logical(test).await else {
         return;
     };
+    testing::drop_stale_slots(&pool, &format!("{test}_")).await;
     let Some(_nats) = testing::nats(test, &testing::nats_url()).await else {
         return;
     };
@@ -226,6 +229,7 @@ async fn idle_outbox_does_not_pin_wal() {
     let Some(pool) = testing::pg_logical(test).await else {
         return;
     };
+    testing::drop_stale_slots(&pool, &format!("{test}_")).await;
     let Some(nats) = testing::nats(test, &testing::nats_url()).await else {
         return;
     };
