@@ -33,6 +33,9 @@ enum Command {
     Verify(commands::DataDir),
     /// Write a small order flow into the data directory and read it back three ways.
     Demo(commands::DataDir),
+    /// Outbox relay (polling / WAL tailing → NATS JetStream / RabbitMQ).
+    #[command(subcommand)]
+    Relay(annals_relay::RelayCommand),
     /// Run the performance suite, side by side with the PostgreSQL baseline.
     Bench(bench::Args),
     /// Fill a store and wait to be killed (for `bench` W8).
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             Command::Tail(args) => commands::tail::run(&args.dir.resolve(top.clone()), args).await,
             Command::Verify(dir) => commands::verify::run(&dir.resolve(top)),
             Command::Demo(dir) => commands::demo::run(&dir.resolve(top)).await,
+            Command::Relay(cmd) => annals_relay::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Bench(args) => bench::run(args).await,
             Command::BenchFill(args) => {
                 let dir = args.dir.resolve(top.clone());
