@@ -1,5 +1,6 @@
 //! `annals`: the command-line entry point.
 
+mod bench;
 mod commands;
 mod output;
 
@@ -35,6 +36,17 @@ enum Command {
     Verify(commands::DataDir),
     /// Write a small order flow into the data directory and read it back three ways.
     Demo(commands::DataDir),
+    /// Outbox relay (polling / WAL tailing → NATS JetStream / RabbitMQ).
+    #[command(subcommand)]
+    Relay(annals_relay::RelayCommand),
+    /// Run the performance suite, side by side with the PostgreSQL baseline.
+    Bench(bench::Args),
+    /// Fill a store and wait to be killed (for `bench` W8).
+    #[command(hide = true)]
+    BenchFill(bench::workloads::FillArgs),
+    /// Append from many writers until killed (for the kill -9 test).
+    #[command(hide = true)]
+    Load(commands::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +82,13 @@ fn main() -> ExitCode {
             Command::Tail(args) => commands::tail::run(&args.dir.resolve(top.clone()), args).await,
             Command::Verify(dir) => commands::verify::run(&dir.resolve(top)),
             Command::Demo(dir) => commands::demo::run(&dir.resolve(top)).await,
+            Command::Relay(cmd) => annals_relay::run(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Bench(args) => bench::run(args).await,
+            Command::BenchFill(args) => {
+                let dir = args.dir.resolve(top.clone());
+                bench::workloads::fill_command(&dir, args).await
+            }
+            Command::Load(args) => commands::load::run(&args.dir.resolve(top.clone()), args).await,
         }
     });
     match result {

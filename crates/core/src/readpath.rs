@@ -74,6 +74,12 @@ pub trait LogAccess {
     /// The record an index entry points to.
     fn record(&mut self, entry: &IndexEntry) -> Result<RecordedEvent, StorageError>;
 
+    /// The records several index entries point to, in the same order. Backends override it
+    /// to coalesce reads of neighbouring records.
+    fn records(&mut self, entries: &[IndexEntry]) -> Result<Vec<RecordedEvent>, StorageError> {
+        entries.iter().map(|e| self.record(e)).collect()
+    }
+
     /// What restricts a regular stream's visibility.
     fn restriction(&mut self, stream: &StreamName) -> Result<Restriction, StorageError>;
 }
@@ -164,12 +170,12 @@ pub fn read_stream<A: LogAccess>(
             Direction::Forward => Some(last_entry.seq + 1),
             Direction::Backward => last_entry.seq.checked_sub(1),
         };
-        for entry in entries {
-            if !in_range(entry.seq) {
-                next = None;
-                break;
-            }
-            let event = access.record(&entry)?;
+        let in_range_count = entries.iter().take_while(|e| in_range(e.seq)).count();
+        if in_range_count < entries.len() {
+            next = None;
+        }
+        let wanted = &entries[..in_range_count];
+        for (entry, event) in wanted.iter().zip(access.records(wanted)?) {
             if !key.owns(&event) {
                 continue;
             }

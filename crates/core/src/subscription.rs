@@ -70,6 +70,8 @@ pub fn subscribe<S: EventReader + ?Sized + 'static>(
     from: SubscribeFrom<u64>,
 ) -> Subscription {
     let head = store.watch_head();
+    // `End` means the head as of this call, not as of the first poll.
+    let end_at = *head.borrow();
     match source {
         SubscriptionSource::Stream(stream) => {
             let state = Cursor {
@@ -77,6 +79,7 @@ pub fn subscribe<S: EventReader + ?Sized + 'static>(
                 head,
                 next: None,
                 from,
+                end_at,
                 caught_up: false,
             };
             stream::unfold((state, stream), |(mut state, stream)| async move {
@@ -92,6 +95,7 @@ pub fn subscribe<S: EventReader + ?Sized + 'static>(
                 head,
                 next: None,
                 from,
+                end_at,
                 caught_up: false,
             };
             stream::unfold((state, filter), |(mut state, filter)| async move {
@@ -117,6 +121,8 @@ struct Cursor<S: ?Sized> {
     /// The next revision / position to read; `None` until resolved from `from`.
     next: Option<u64>,
     from: SubscribeFrom<u64>,
+    /// The log head when the subscription was made (where `End` starts).
+    end_at: Position,
     caught_up: bool,
 }
 
@@ -133,6 +139,12 @@ impl<S: EventReader + ?Sized> Cursor<S> {
             out.push(Ok(SubscriptionMessage::CaughtUp));
             return Ok(());
         }
+        if !out.is_empty() {
+            // Deliver what this read found before waiting: the next read either finds
+            // nothing new and waits, or sees commits made since (the head was observed
+            // before this read, so none is missed).
+            return Ok(());
+        }
         self.head
             .changed()
             .await
@@ -145,9 +157,18 @@ impl<S: EventReader + ?Sized> Cursor<S> {
             SubscribeFrom::Start => 0,
             SubscribeFrom::After(r) => r.saturating_add(1),
             SubscribeFrom::End => {
-                let last = ReadStreamOptions::backward().limit(1);
-                match self.store.read_stream(stream, last).await {
-                    Ok(events) => events.first().map_or(0, |e| e.read_revision() + 1),
+                // After the last event committed before the subscription was made; events
+                // committed since then (before this first poll) are delivered.
+                let recent = ReadStreamOptions::backward().limit(PAGE_SIZE);
+                match self.store.read_stream(stream, recent).await {
+                    Ok(events) => events
+                        .iter()
+                        .find(|e| e.event.position < self.end_at)
+                        .or(events.last())
+                        .map_or(0, |e| {
+                            let before = e.event.position < self.end_at;
+                            e.read_revision() + u64::from(before)
+                        }),
                     Err(ReadError::StreamNotFound { .. }) => 0,
                     Err(e) => return Err(e),
                 }
@@ -204,7 +225,7 @@ impl<S: EventReader + ?Sized> Cursor<S> {
             (Some(next), _) => next,
             (None, SubscribeFrom::Start) => 0,
             (None, SubscribeFrom::After(p)) => p.saturating_add(1),
-            (None, SubscribeFrom::End) => head.0,
+            (None, SubscribeFrom::End) => self.end_at.0.min(head.0),
         };
         self.next = Some(next);
         let options = ReadAllOptions {
@@ -229,5 +250,87 @@ impl<S: EventReader + ?Sized> Cursor<S> {
         }
         self.next = Some(examined_to.max(next));
         self.wait_unless(!slice.end_of_log, out).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::{EventAppender, EventType, ExpectedRevision, NewEvent};
+
+    /// Regression: a live read used to hold the events it found until the *next* commit.
+    #[tokio::test]
+    async fn live_events_are_delivered_without_waiting_for_another_commit() {
+        let store = Arc::new(MemoryStore::new());
+        let stream = StreamName::new("a-1").unwrap();
+        let event = || NewEvent::json(EventType::new("T").unwrap(), "{}");
+        let append = |e: NewEvent| {
+            let (store, stream) = (store.clone(), stream.clone());
+            async move { store.append(&stream, ExpectedRevision::Any, vec![e]).await }
+        };
+        append(event()).await.unwrap();
+        let source = SubscriptionSource::Stream(stream.clone());
+        let mut sub = subscribe(store.clone(), source, SubscribeFrom::Start);
+        let mut all = subscribe(
+            store.clone(),
+            SubscriptionSource::All(None),
+            SubscribeFrom::Start,
+        );
+        for s in [&mut sub, &mut all] {
+            assert!(matches!(
+                s.next().await,
+                Some(Ok(SubscriptionMessage::Event(_)))
+            ));
+            assert_eq!(
+                s.next().await.unwrap().unwrap(),
+                SubscriptionMessage::CaughtUp
+            );
+        }
+        let live = event();
+        append(live.clone()).await.unwrap();
+        for s in [&mut sub, &mut all] {
+            let next = tokio::time::timeout(Duration::from_secs(5), s.next()).await;
+            match next {
+                Ok(Some(Ok(SubscriptionMessage::Event(e)))) => assert_eq!(e.event.id, live.id),
+                other => panic!("expected the live event, got {other:?}"),
+            }
+        }
+    }
+
+    /// `End` is the head when `subscribe` was called: an append made before the first poll
+    /// is delivered.
+    #[tokio::test]
+    async fn end_means_the_head_at_subscribe_time() {
+        let store = Arc::new(MemoryStore::new());
+        let stream = StreamName::new("b-1").unwrap();
+        let event = || NewEvent::json(EventType::new("T").unwrap(), "{}");
+        store
+            .append(&stream, ExpectedRevision::Any, vec![event()])
+            .await
+            .unwrap();
+        let mut sub = subscribe(
+            store.clone(),
+            SubscriptionSource::Stream(stream.clone()),
+            SubscribeFrom::End,
+        );
+        let mut all = subscribe(
+            store.clone(),
+            SubscriptionSource::All(None),
+            SubscribeFrom::End,
+        );
+        let late = event();
+        store
+            .append(&stream, ExpectedRevision::Any, vec![late.clone()])
+            .await
+            .unwrap();
+        for s in [&mut sub, &mut all] {
+            match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+                Ok(Some(Ok(SubscriptionMessage::Event(e)))) => assert_eq!(e.event.id, late.id),
+                other => panic!("expected the event appended after subscribing, got {other:?}"),
+            }
+        }
     }
 }

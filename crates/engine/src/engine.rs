@@ -488,12 +488,23 @@ impl LogAccess for Snapshot<'_> {
     }
 
     fn last_seq(&mut self, key: IndexKey<'_>) -> Result<Option<u64>, StorageError> {
-        Ok(self
-            .shared
-            .index
-            .last(key_of(key))?
-            .filter(|e| e.position < self.head)
-            .map(|e| e.seq))
+        // The writer adds index entries just before it moves the head, so the newest
+        // entries may not be visible to this snapshot yet: skip them.
+        let key = key_of(key);
+        let mut upto = u64::MAX;
+        loop {
+            let entries = self
+                .shared
+                .index
+                .range(key, upto, Direction::Backward, 64)?;
+            if let Some(visible) = entries.iter().find(|e| e.position < self.head) {
+                return Ok(Some(visible.seq));
+            }
+            match entries.last() {
+                Some(oldest) if oldest.seq > 0 && entries.len() == 64 => upto = oldest.seq - 1,
+                _ => return Ok(None),
+            }
+        }
     }
 
     fn entries(
@@ -525,6 +536,12 @@ impl LogAccess for Snapshot<'_> {
             address: entry.address,
         };
         self.shared.record(&entry).map(|r| r.event)
+    }
+
+    fn records(&mut self, entries: &[IndexEntry]) -> Result<Vec<RecordedEvent>, StorageError> {
+        let addresses: Vec<(u64, u64)> =
+            entries.iter().map(|e| (e.address, e.position.0)).collect();
+        self.shared.log.records(&addresses)
     }
 
     fn restriction(&mut self, stream: &StreamName) -> Result<Restriction, StorageError> {

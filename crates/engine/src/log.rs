@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use annals_core::{Position, StorageError};
+use annals_core::{Position, RecordedEvent, StorageError};
 use bytes::Bytes;
 use parking_lot::RwLock;
 
@@ -201,6 +201,61 @@ impl Log {
         segment.record_at(offset)
     }
 
+    /// Reads the records at several (address, expected position) pairs, in order. Records
+    /// close to each other in one segment are fetched with a single read.
+    pub fn records(&self, wanted: &[(u64, u64)]) -> Result<Vec<RecordedEvent>, StorageError> {
+        /// Records this close together are read as one span.
+        const SPAN: u64 = 64 << 10;
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut names = record::NameCache::default();
+        let mut i = 0;
+        while i < wanted.len() {
+            let (number, start) = split(wanted[i].0);
+            let segment = self.segment(number).ok_or_else(|| {
+                StorageError::backend(format!("index points to missing segment {number}"))
+            })?;
+            // Extend the span while the next record is in the same segment, ahead and near.
+            let mut j = i + 1;
+            while j < wanted.len() {
+                let (n, offset) = split(wanted[j].0);
+                if n != number || offset < start || offset - start > SPAN {
+                    break;
+                }
+                j += 1;
+            }
+            let end_hint = split(wanted[j - 1].0).1;
+            let len = usize::try_from((end_hint - start) + 1024)
+                .unwrap_or(usize::MAX)
+                .min(usize::try_from(segment.committed().saturating_sub(start)).unwrap_or(0));
+            let span = segment.read(start, len.max(FRAME_LEN))?;
+            for &(address, position) in &wanted[i..j] {
+                let at = usize::try_from(split(address).1 - start).unwrap_or(usize::MAX);
+                let decoded = span
+                    .get(at..)
+                    .map(|_| record::decode_with(&span.slice(at..), &mut names));
+                let record = match decoded {
+                    Some(Ok((record, _))) => record,
+                    // Past the span (a large record): read it alone.
+                    _ => segment.record_at(split(address).1)?,
+                };
+                if record.event.position.0 != position {
+                    let detail = format!(
+                        "index entry says position {position}, the record there is at {}",
+                        record.event.position
+                    );
+                    return Err(StorageError::corruption(
+                        &segment.path,
+                        split(address).1,
+                        detail,
+                    ));
+                }
+                out.push(record.event);
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
     /// Reads consecutive committed records starting at `address`, calling `visit` for each
     /// until it returns false or committed data ends. Crosses segment boundaries.
     pub fn scan(
@@ -246,6 +301,7 @@ pub fn read_records(
     end: u64,
     mut visit: impl FnMut(ReadItem) -> bool,
 ) -> Result<(), StorageError> {
+    let mut names = record::NameCache::default();
     while offset < end {
         let remaining = end - offset;
         let mut want = usize::try_from(remaining)
@@ -254,7 +310,7 @@ pub fn read_records(
         let mut chunk = segment.read(offset, want)?;
         let mut consumed = 0usize;
         while !chunk.is_empty() {
-            match record::decode(&chunk) {
+            match record::decode_with(&chunk, &mut names) {
                 Ok((record, len)) => {
                     if !visit(Ok((record, offset + consumed as u64, len))) {
                         return Ok(());

@@ -164,9 +164,57 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Remembers decoded stream names and event types, so scans over many records of the same
+/// streams share one allocation per name instead of one per record.
+#[derive(Debug, Default)]
+pub struct NameCache {
+    streams: std::collections::HashMap<Box<[u8]>, StreamName>,
+    types: std::collections::HashMap<Box<[u8]>, EventType>,
+}
+
+/// Names kept before the cache starts over (bounds its memory).
+const NAME_CACHE_LIMIT: usize = 4096;
+
+impl NameCache {
+    fn stream(&mut self, bytes: &[u8]) -> Result<StreamName, DecodeError> {
+        if let Some(name) = self.streams.get(bytes) {
+            return Ok(name.clone());
+        }
+        let name = StreamName::new(text(bytes, "stream name")?)
+            .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        if self.streams.len() >= NAME_CACHE_LIMIT {
+            self.streams.clear();
+        }
+        self.streams.insert(bytes.into(), name.clone());
+        Ok(name)
+    }
+
+    fn event_type(&mut self, bytes: &[u8]) -> Result<EventType, DecodeError> {
+        if let Some(name) = self.types.get(bytes) {
+            return Ok(name.clone());
+        }
+        let name = EventType::new(text(bytes, "event type")?)
+            .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        if self.types.len() >= NAME_CACHE_LIMIT {
+            self.types.clear();
+        }
+        self.types.insert(bytes.into(), name.clone());
+        Ok(name)
+    }
+}
+
+fn text<'b>(b: &'b [u8], what: &str) -> Result<&'b str, DecodeError> {
+    std::str::from_utf8(b).map_err(|_| DecodeError::Invalid(format!("{what} is not UTF-8")))
+}
+
 /// Decodes the record at the start of `buf` (a shared buffer, so payloads are zero-copy
 /// slices). Returns the record and its total length.
 pub fn decode(buf: &Bytes) -> Result<(Record, usize), DecodeError> {
+    decode_with(buf, &mut NameCache::default())
+}
+
+/// [`decode`] with a name cache shared across calls.
+pub fn decode_with(buf: &Bytes, names: &mut NameCache) -> Result<(Record, usize), DecodeError> {
     let total = frame_len(buf)?;
     if buf.len() < total {
         return Err(DecodeError::Truncated {
@@ -206,13 +254,8 @@ pub fn decode(buf: &Bytes) -> Result<(Record, usize), DecodeError> {
     let event_type = take(type_len);
     let data = take(data_len);
     let metadata = take(meta_len);
-    fn text<'b>(b: &'b Bytes, what: &str) -> Result<&'b str, DecodeError> {
-        std::str::from_utf8(b).map_err(|_| DecodeError::Invalid(format!("{what} is not UTF-8")))
-    }
-    let stream = StreamName::new(text(&stream, "stream name")?)
-        .map_err(|e| DecodeError::Invalid(e.to_string()))?;
-    let event_type = EventType::new(text(&event_type, "event type")?)
-        .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    let stream = names.stream(&stream)?;
+    let event_type = names.event_type(&event_type)?;
     let mut id = [0; 16];
     id.copy_from_slice(&body[40..56]);
     let event = RecordedEvent {

@@ -30,7 +30,12 @@ pub(crate) struct Recovered {
 
 /// Opens the segments, replays the log into the index from its checkpoint, cuts a torn tail.
 pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, index: &Index) -> Result<Recovered, StorageError> {
-    let numbers = log::list(vfs, dir)?;
+    let mut numbers = log::list(vfs, dir)?;
+    if let Some(&last) = numbers.last()
+        && remove_unborn_segment(vfs, dir, last)?
+    {
+        numbers.pop();
+    }
     let segments: Vec<Arc<Segment>> = if numbers.is_empty() {
         vec![Arc::new(Segment::create(
             vfs,
@@ -59,6 +64,29 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, index: &Index) -> Result<Recove
         published,
         tail,
     })
+}
+
+/// A crash while a segment was being created can leave it shorter than its header (it was
+/// never written to: records follow only after the header and the directory are synced).
+/// Such a last segment is removed; a damaged header on a longer file is corruption.
+fn remove_unborn_segment(vfs: &dyn Vfs, dir: &Path, number: u64) -> Result<bool, StorageError> {
+    let path = dir.join(log::file_name(number));
+    let io = |e| StorageError::io(format!("checking {}", path.display()), e);
+    let device = vfs.open(&path, false).map_err(io)?;
+    let len = device.len().map_err(io)?;
+    if len > SEGMENT_HEADER_LEN {
+        return Ok(false);
+    }
+    let mut header = vec![0; usize::try_from(len).unwrap_or(0)];
+    device.read_at(&mut header, 0).map_err(io)?;
+    if crate::record::SegmentHeader::decode(&header).is_ok() {
+        return Ok(false);
+    }
+    tracing::warn!(file = %path.display(), len, "removing a segment whose creation was cut short");
+    drop(device);
+    vfs.remove(&path).map_err(io)?;
+    vfs.sync_dir(dir).map_err(io)?;
+    Ok(true)
 }
 
 fn open_segments(

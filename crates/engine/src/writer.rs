@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use annals_core::write::{self, PlannedRecord, StreamState, StreamView};
 use annals_core::{
@@ -27,6 +28,9 @@ use crate::log::{self, Segment};
 use crate::record::{
     self, FLAG_JSON, FLAG_LAST_IN_TXN, FLAG_TOMBSTONE, RecordRef, SEGMENT_HEADER_LEN,
 };
+
+/// The longest a group waits for appenders answered by the previous group.
+const MAX_LINGER: Duration = Duration::from_micros(250);
 
 /// A queued write and where its answer goes.
 #[derive(Debug)]
@@ -66,7 +70,10 @@ pub(crate) fn start(
         segment,
         offset: tail.1,
         next_position,
+        durable_through: next_position,
         flush_tx,
+        seqs: HashMap::new(),
+        states: HashMap::new(),
     };
     let writer = spawn("annals-writer")
         .spawn(move || writer.run())
@@ -81,8 +88,17 @@ struct Writer {
     /// Where the next group goes in `segment`.
     offset: u64,
     next_position: u64,
+    /// Every position below this is on stable storage (or would be, with `sync` off).
+    durable_through: u64,
     flush_tx: std_mpsc::Sender<()>,
+    /// Next sequence number per category / event-type key (only the writer assigns them).
+    seqs: HashMap<u64, u64>,
+    /// Last committed state of recently written streams (only the writer changes them).
+    states: HashMap<StreamName, StreamState>,
 }
+
+/// Entries the writer's caches hold before they start over.
+const CACHE_LIMIT: usize = 1 << 16;
 
 /// A record of the group being built, with its offset in the group buffer.
 struct Encoded {
@@ -94,19 +110,41 @@ struct Encoded {
 impl Writer {
     fn run(mut self) {
         let limit = self.shared.config.group_max_bytes;
+        // How many requests the previous group held, and how long its sync took: appenders
+        // answered by the last group are usually about to send again, so a group that is
+        // much smaller than the last one waits a moment (a fraction of a sync) for them.
+        let mut previous = 0usize;
+        let mut last_sync = Duration::ZERO;
         while let Some(first) = self.requests.blocking_recv() {
             let mut bytes = request_bytes(&first.write);
             let mut group = vec![first];
-            while bytes < limit {
+            let linger = (last_sync / 4).min(MAX_LINGER);
+            let deadline = Instant::now() + linger;
+            let mut target = None;
+            loop {
                 match self.requests.try_recv() {
                     Ok(request) => {
                         bytes += request_bytes(&request.write);
                         group.push(request);
+                        if bytes >= limit {
+                            break;
+                        }
                     }
-                    Err(_) => break,
+                    Err(_) => {
+                        // What was already queued, plus the appenders the last group answered
+                        // (they are about to send again).
+                        let wanted = *target.get_or_insert(group.len() + previous);
+                        if previous < 2 || group.len() >= wanted || Instant::now() >= deadline {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
                 }
             }
+            previous = group.len();
+            let started = Instant::now();
             self.commit(group);
+            last_sync = started.elapsed();
         }
     }
 
@@ -124,12 +162,16 @@ impl Writer {
         let mut encoded = Vec::new();
         let mut answers: Vec<(Reply, Result<Vec<AppendResult>, AppendError>)> = Vec::new();
         for request in group {
-            let mut view = GroupView {
-                shared: &self.shared,
-                pending: &mut pending,
+            let planned = {
+                let mut view = GroupView {
+                    shared: &self.shared,
+                    pending: &mut pending,
+                    states: &self.states,
+                };
+                write::poll_ready(write::plan(&mut view, request.write)).unwrap_or_else(|| {
+                    Err(StorageError::backend("planning would have waited").into())
+                })
             };
-            let planned = write::poll_ready(write::plan(&mut view, request.write))
-                .unwrap_or_else(|| Err(StorageError::backend("planning would have waited").into()));
             let result = planned.map(|plan| {
                 let positions: Vec<Position> = (0..plan.records.len() as u64)
                     .map(|i| Position(self.next_position + i))
@@ -176,6 +218,16 @@ impl Writer {
             .requests
             .fetch_add(answers.len() as u64, Relaxed);
         for (reply, result) in answers {
+            if let Ok(results) = &result {
+                // Nothing is acknowledged before the sync that covers it.
+                debug_assert!(
+                    results
+                        .iter()
+                        .filter_map(AppendResult::last_position)
+                        .all(|p| p.0 < self.durable_through),
+                    "acknowledging an append that is not yet durable"
+                );
+            }
             let _ = reply.send(result);
         }
         self.maybe_flush();
@@ -211,6 +263,9 @@ impl Writer {
             .stats
             .records
             .fetch_add(encoded.len() as u64, Relaxed);
+        self.durable_through = encoded
+            .last()
+            .map_or(self.durable_through, |e| e.event.position.0 + 1);
         self.publish(encoded)?;
         self.offset += len;
         self.segment
@@ -223,7 +278,12 @@ impl Writer {
 
     /// Makes a synced group visible: index entries, restrictions, sparse index, head.
     fn publish(&mut self, encoded: &[Encoded]) -> Result<(), StorageError> {
-        let mut overlay = HashMap::new();
+        if self.seqs.len() > CACHE_LIMIT {
+            self.seqs.clear();
+        }
+        if self.states.len() > CACHE_LIMIT {
+            self.states.clear();
+        }
         let mut entries = Vec::with_capacity(encoded.len() * 3);
         let mut sparse = Vec::new();
         for e in encoded {
@@ -234,7 +294,7 @@ impl Writer {
                 &e.event,
                 address,
                 first_in_segment,
-                &mut overlay,
+                &mut self.seqs,
             )?;
             let all = key_hash(KeyKind::All, "");
             sparse.extend(
@@ -254,6 +314,15 @@ impl Writer {
         }
         published.sparse.extend(sparse);
         published.next_position = self.next_position;
+        drop(published);
+        for e in encoded {
+            let state = StreamState {
+                last_revision: Some(e.event.revision),
+                last_event_id: Some(e.event.id),
+                tombstoned: e.tombstone,
+            };
+            self.states.insert(e.event.stream.clone(), state);
+        }
         Ok(())
     }
 
@@ -389,12 +458,16 @@ impl Pending {
 struct GroupView<'a> {
     shared: &'a Shared,
     pending: &'a mut Pending,
+    states: &'a HashMap<StreamName, StreamState>,
 }
 
 impl StreamView for GroupView<'_> {
     async fn stream_state(&mut self, stream: &StreamName) -> Result<StreamState, StorageError> {
         if let Some(pending) = self.pending.streams.get(stream) {
             return Ok(pending.state);
+        }
+        if let Some(state) = self.states.get(stream) {
+            return Ok(*state);
         }
         Ok(self
             .shared

@@ -233,7 +233,10 @@ impl annals_engine::device::Vfs for FailingSync {
         create: bool,
     ) -> std::io::Result<Arc<dyn annals_engine::device::Device>> {
         let inner = annals_engine::device::StdVfs.open(path, create)?;
-        Ok(Arc::new(FailingDevice { inner, armed: Arc::clone(&self.armed) }))
+        Ok(Arc::new(FailingDevice {
+            inner,
+            armed: Arc::clone(&self.armed),
+        }))
     }
     fn exists(&self, path: &std::path::Path) -> bool {
         annals_engine::device::StdVfs.exists(path)
@@ -263,21 +266,36 @@ async fn a_failed_sync_poisons_the_engine_and_nothing_unsynced_is_acknowledged()
     let dir = tempfile::tempdir().unwrap();
     let vfs = FailingSync::default();
     let armed = Arc::clone(&vfs.armed);
-    let config = Config { vfs: Arc::new(vfs), ..Config::default() };
+    let config = Config {
+        vfs: Arc::new(vfs),
+        ..Config::default()
+    };
     let engine = Engine::open(dir.path(), config).unwrap();
     fill(&engine, 1, 3).await;
     armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let name = stream("order-0");
-    let failed = engine.append(&name, ExpectedRevision::Any, vec![event(99)]).await;
+    let failed = engine
+        .append(&name, ExpectedRevision::Any, vec![event(99)])
+        .await;
     assert!(
-        matches!(failed, Err(annals_core::AppendError::Storage(StorageError::Io { .. }))),
+        matches!(
+            failed,
+            Err(annals_core::AppendError::Storage(StorageError::Io { .. }))
+        ),
         "{failed:?}"
     );
     // Even with the device healthy again, the engine refuses writes until reopened.
     armed.store(false, std::sync::atomic::Ordering::SeqCst);
-    let refused = engine.append(&name, ExpectedRevision::Any, vec![event(100)]).await;
+    let refused = engine
+        .append(&name, ExpectedRevision::Any, vec![event(100)])
+        .await;
     assert!(
-        matches!(refused, Err(annals_core::AppendError::Storage(StorageError::Poisoned { .. }))),
+        matches!(
+            refused,
+            Err(annals_core::AppendError::Storage(
+                StorageError::Poisoned { .. }
+            ))
+        ),
         "{refused:?}"
     );
     // Reads keep working and do not show the unacknowledged event.
@@ -286,8 +304,24 @@ async fn a_failed_sync_poisons_the_engine_and_nothing_unsynced_is_acknowledged()
     // After reopen the acknowledged events are there; the failed one may or may not be
     // (its bytes were written but never confirmed durable), and writing works again.
     let engine = Engine::open(dir.path(), Config::default()).unwrap();
-    let events = engine.read_stream(&name, ReadStreamOptions::forward()).await.unwrap();
-    assert!(events.len() == 3 || events.len() == 4, "{} events", events.len());
-    assert!(events.iter().take(3).enumerate().all(|(i, e)| e.event.revision == i as u64));
-    engine.append(&name, ExpectedRevision::Any, vec![event(101)]).await.unwrap();
+    let events = engine
+        .read_stream(&name, ReadStreamOptions::forward())
+        .await
+        .unwrap();
+    assert!(
+        events.len() == 3 || events.len() == 4,
+        "{} events",
+        events.len()
+    );
+    assert!(
+        events
+            .iter()
+            .take(3)
+            .enumerate()
+            .all(|(i, e)| e.event.revision == i as u64)
+    );
+    engine
+        .append(&name, ExpectedRevision::Any, vec![event(101)])
+        .await
+        .unwrap();
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod append;
 pub(crate) mod demo;
+pub(crate) mod load;
 pub(crate) mod read;
 pub(crate) mod remote;
 pub(crate) mod serve;

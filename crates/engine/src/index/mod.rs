@@ -144,19 +144,25 @@ impl Index {
             Ok((manifest, runs)) => (manifest, runs, None),
             Err(e) => (Manifest::default(), Vec::new(), Some(e)),
         };
+        let known: Vec<String> = manifest
+            .runs
+            .iter()
+            .map(|(id, _)| run::file_name(*id))
+            .collect();
         let state = State {
             runs: Arc::new(runs),
             manifest,
             ..State::default()
         };
-        (
-            Self {
-                dir: dir.to_owned(),
-                vfs,
-                state: RwLock::new(state),
-            },
-            problem,
-        )
+        let index = Self {
+            dir: dir.to_owned(),
+            vfs,
+            state: RwLock::new(state),
+        };
+        if problem.is_none() {
+            index.remove_orphans(&known);
+        }
+        (index, problem)
     }
 
     fn load(vfs: &dyn Vfs, dir: &Path) -> Result<(Manifest, Vec<Arc<Run>>), StorageError> {
@@ -169,6 +175,21 @@ impl Index {
             .map(|&(id, level)| Run::open(vfs, dir, id, level).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok((manifest, runs))
+    }
+
+    /// Removes run files the manifest does not list (left by a crash mid-flush or mid-merge).
+    fn remove_orphans(&self, known: &[String]) {
+        let Ok(names) = self.vfs.list(&self.dir) else {
+            return;
+        };
+        for name in names
+            .iter()
+            .filter(|n| n.ends_with(".run") && !known.contains(n))
+        {
+            if let Err(e) = self.vfs.remove(&self.dir.join(name)) {
+                tracing::warn!(file = name, error = %e, "could not remove an orphaned run");
+            }
+        }
     }
 
     /// Deletes every run and the manifest (before a rebuild).

@@ -2,6 +2,8 @@
 //! [`Device`], so tests can substitute devices that crash (dropping unsynced writes) or fail.
 
 use std::fmt::Debug;
+pub mod sim;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;

@@ -1,0 +1,99 @@
+//! The PostgreSQL baseline: the schema and statements of `shared/baselines/`, run with
+//! pgbench against the local server in the same run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+pub(crate) struct Baseline {
+    url: String,
+    dir: PathBuf,
+}
+
+impl Baseline {
+    pub(crate) fn new(url: &str, dir: &Path) -> Self {
+        Self {
+            url: url.to_owned(),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Recreates the baseline's table.
+    pub(crate) fn reset(&self) -> anyhow::Result<()> {
+        let schema = self.dir.join("pg_event_store_schema.sql");
+        let status = Command::new("psql")
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(&schema)
+            .arg(&self.url)
+            .env("PGOPTIONS", "-c client_min_messages=warning")
+            .status()
+            .with_context(|| format!("running psql on {}", schema.display()))?;
+        if !status.success() {
+            bail!("psql failed on {}", schema.display());
+        }
+        Ok(())
+    }
+
+    /// Runs one baseline script with `clients` connections; returns transactions per second.
+    pub(crate) fn pgbench(
+        &self,
+        script: &str,
+        clients: usize,
+        seconds: f64,
+    ) -> anyhow::Result<f64> {
+        let file = self.dir.join(script);
+        let out = Command::new("pgbench")
+            .args(["-n", "-f"])
+            .arg(&file)
+            .args([
+                "-c",
+                &clients.to_string(),
+                "-j",
+                &clients.min(2).to_string(),
+            ])
+            .args(["-T", &(seconds.ceil() as u64).to_string()])
+            .arg(&self.url)
+            .output()
+            .context("running pgbench")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tps = text
+            .lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok());
+        match tps {
+            Some(tps) => Ok(tps),
+            None => bail!(
+                "pgbench {script} printed no tps: {}{}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// Reads the whole table in position order; returns (rows, seconds).
+    pub(crate) fn read_all(&self) -> anyhow::Result<(u64, f64)> {
+        let count = Command::new("psql")
+            .args(["-Atc", "select count(*) from events"])
+            .arg(&self.url)
+            .output()?;
+        let rows: u64 = String::from_utf8_lossy(&count.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let started = Instant::now();
+        let status = Command::new("psql")
+            .args([
+                "-qc",
+                "\\copy (select * from events order by global_position) to '/dev/null'",
+            ])
+            .arg(&self.url)
+            .status()?;
+        if !status.success() {
+            bail!("psql copy failed");
+        }
+        Ok((rows, started.elapsed().as_secs_f64()))
+    }
+}

@@ -1,0 +1,118 @@
+//! Printing and collecting the measured lines.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::machine::Machine;
+
+/// One measured line.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Line {
+    pub(crate) workload: &'static str,
+    pub(crate) variant: String,
+    pub(crate) system: &'static str,
+    pub(crate) events_per_s: Option<f64>,
+    pub(crate) mib_per_s: Option<f64>,
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
+    pub(crate) p999_ms: Option<f64>,
+    pub(crate) seconds: Option<f64>,
+    pub(crate) ratio_vs_postgres: Option<f64>,
+    pub(crate) extra: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    lines: Vec<Value>,
+}
+
+fn fmt(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(String::new, |v| {
+        if v >= 100.0 {
+            format!("{v:>12.0} {unit}")
+        } else {
+            format!("{v:>12.2} {unit}")
+        }
+    })
+}
+
+impl Report {
+    pub(crate) fn machine(&mut self, m: &Machine) {
+        println!(
+            "machine  fdatasync {:.0}/s   sequential write {:.0} MiB/s",
+            m.fdatasync_per_s, m.seq_write_mib_s
+        );
+        self.lines.push(json!({
+            "workload": "machine", "variant": null, "system": "machine",
+            "fdatasync_per_s": m.fdatasync_per_s, "seq_write_mib_s": m.seq_write_mib_s,
+            "events_per_s": null, "p50_ms": null, "p99_ms": null, "ratio_vs_postgres": null,
+        }));
+    }
+
+    pub(crate) fn line(&mut self, line: Line) {
+        println!(
+            "{:<3} {:<26} {:<8} {}{}{}{}{}{}{}{}",
+            line.workload,
+            line.variant,
+            line.system,
+            fmt(line.events_per_s, "ev/s"),
+            line.mib_per_s
+                .map_or(String::new(), |m| format!("  {m:.0} MiB/s")),
+            line.p50_ms
+                .map_or(String::new(), |v| format!("  p50 {v:.2} ms")),
+            line.p99_ms
+                .map_or(String::new(), |v| format!("  p99 {v:.2} ms")),
+            line.p999_ms
+                .map_or(String::new(), |v| format!("  p99.9 {v:.2} ms")),
+            line.seconds
+                .map_or(String::new(), |v| format!("  {v:.2} s")),
+            line.ratio_vs_postgres
+                .map_or(String::new(), |r| format!("  = {r:.1}x PostgreSQL")),
+            line.extra
+                .as_deref()
+                .map_or(String::new(), |e| format!("  ({e})")),
+        );
+        self.lines.push(json!({
+            "workload": line.workload,
+            "variant": line.variant,
+            "system": line.system,
+            "events_per_s": line.events_per_s,
+            "mib_per_s": line.mib_per_s,
+            "p50_ms": line.p50_ms,
+            "p99_ms": line.p99_ms,
+            "p999_ms": line.p999_ms,
+            "seconds": line.seconds,
+            "ratio_vs_postgres": line.ratio_vs_postgres,
+            "note": line.extra,
+        }));
+    }
+
+    pub(crate) fn note(&mut self, workload: &'static str, text: &str) {
+        println!("{workload:<3} {text}");
+        self.lines.push(json!({
+            "workload": workload, "variant": null, "system": "annals", "events_per_s": null,
+            "p50_ms": null, "p99_ms": null, "ratio_vs_postgres": null, "note": text,
+        }));
+    }
+
+    pub(crate) fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        std::fs::write(path, serde_json::to_string_pretty(&self.lines)?)?;
+        Ok(())
+    }
+}
+
+/// The median of some measurements.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// A percentile of latencies in microseconds, as milliseconds.
+pub(crate) fn percentile_ms(sorted_micros: &[u64], p: f64) -> Option<f64> {
+    if sorted_micros.is_empty() {
+        return None;
+    }
+    let index = ((sorted_micros.len() - 1) as f64 * p).round() as usize;
+    Some(sorted_micros[index] as f64 / 1000.0)
+}

@@ -1,0 +1,450 @@
+//! The workloads of SPEC §7 that run in-process, each on a fresh data directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use annals_core::subscription::{
+    SubscribeFrom, SubscriptionMessage, SubscriptionSource, subscribe,
+};
+use annals_core::{
+    EventAppender, EventReader, EventType, ExpectedRevision, NewEvent, ReadAllOptions,
+    ReadStreamOptions, StreamName, Timestamp,
+};
+use annals_engine::{Config, Engine};
+use futures::StreamExt;
+
+use super::Plan;
+use super::postgres::Baseline;
+use super::report::{Line, Report, median, percentile_ms};
+
+pub(crate) struct Context<'a> {
+    pub(crate) dir: PathBuf,
+    pub(crate) plan: Plan,
+    pub(crate) pg: &'a Baseline,
+}
+
+/// The benchmark event: 256 bytes of JSON data, 64 bytes of JSON metadata.
+pub(crate) fn bench_event(event_type: &EventType) -> NewEvent {
+    let data = format!("{{\"payload\":\"{}\"}}", "x".repeat(256 - 14));
+    let metadata = format!("{{\"correlation\":\"{}\"}}", "c".repeat(64 - 18));
+    NewEvent::json(event_type.clone(), data).with_metadata(metadata)
+}
+
+fn fresh(ctx: &Context<'_>, name: &str) -> anyhow::Result<(Arc<Engine>, PathBuf)> {
+    let dir = ctx
+        .dir
+        .join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
+    Ok((Arc::new(Engine::open(&dir, Config::default())?), dir))
+}
+
+fn discard(engine: Arc<Engine>, dir: PathBuf) {
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.close();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What a timed append run measured.
+struct Run {
+    events_per_s: f64,
+    latencies_us: Vec<u64>,
+    fsyncs_per_s: f64,
+    group_size: f64,
+    /// CPU time of this process over wall time, in cores (2.0 = both cores busy).
+    cpu_cores: f64,
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `writers` tasks append `batch`-event batches to their own streams with exact expected
+/// revisions for `seconds`, optionally paced to `rate` events/s in all.
+async fn append_run(
+    engine: &Arc<Engine>,
+    writers: usize,
+    batch: usize,
+    seconds: f64,
+    rate: Option<f64>,
+) -> anyhow::Result<Run> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = process_cpu_seconds();
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let before = engine.stats();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (engine, stop) = (Arc::clone(engine), Arc::clone(&stop));
+        let stream = format!("bench-{w}-{}", &run_id[..8]);
+        let pace = rate.map(|r| Duration::from_secs_f64(writers as f64 * batch as f64 / r));
+        tasks.push(tokio::spawn(async move {
+            let stream = StreamName::new(stream)?;
+            let event_type = EventType::new("BenchEvent")?;
+            let mut expected = ExpectedRevision::NoStream;
+            let mut latencies = Vec::new();
+            let mut events = 0u64;
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(pace) = pace {
+                    next += pace;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                let batch: Vec<NewEvent> = (0..batch).map(|_| bench_event(&event_type)).collect();
+                let sent = Instant::now();
+                let result = engine.append(&stream, expected, batch.clone()).await?;
+                latencies.push(sent.elapsed().as_micros() as u64);
+                expected = result.next_expected();
+                events += batch.len() as u64;
+            }
+            anyhow::Ok((events, latencies))
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut events = 0;
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        let (n, l) = task.await??;
+        events += n;
+        latencies_us.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = engine.stats();
+    latencies_us.sort_unstable();
+    let syncs = (after.syncs - before.syncs) as f64;
+    Ok(Run {
+        events_per_s: events as f64 / elapsed,
+        latencies_us,
+        fsyncs_per_s: syncs / elapsed,
+        group_size: (after.records - before.records) as f64 / syncs.max(1.0),
+        cpu_cores: (process_cpu_seconds() - cpu_before) / elapsed,
+    })
+}
+
+/// Repeats a fresh-directory append run; returns the median run.
+async fn repeated_append(ctx: &Context<'_>, writers: usize, batch: usize) -> anyhow::Result<Run> {
+    let mut runs = Vec::new();
+    for _ in 0..ctx.plan.repeats {
+        let (engine, dir) = fresh(ctx, "append")?;
+        runs.push(append_run(&engine, writers, batch, ctx.plan.seconds, None).await?);
+        discard(engine, dir);
+    }
+    runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
+    let middle = runs.len() / 2;
+    Ok(runs.swap_remove(middle))
+}
+
+fn pg_median(ctx: &Context<'_>, script: &str, clients: usize, per_tx: f64) -> Option<f64> {
+    let mut values = Vec::new();
+    for _ in 0..ctx.plan.repeats {
+        let measured = ctx
+            .pg
+            .reset()
+            .and_then(|()| ctx.pg.pgbench(script, clients, ctx.plan.seconds));
+        match measured {
+            Ok(tps) => values.push(tps * per_tx),
+            Err(e) => {
+                eprintln!("PostgreSQL baseline {script} with {clients} clients failed: {e:#}");
+                return None;
+            }
+        }
+    }
+    Some(median(values))
+}
+
+async fn append_workload(
+    ctx: &Context<'_>,
+    report: &mut Report,
+    workload: &'static str,
+    batch: usize,
+    writer_counts: &[usize],
+    script: &str,
+) -> anyhow::Result<f64> {
+    let mut best: f64 = 0.0;
+    for &writers in writer_counts {
+        let variant = if batch == 1 {
+            format!("{writers} writers")
+        } else {
+            format!("{batch}-event batches, {writers} writers")
+        };
+        let pg = pg_median(ctx, script, writers, batch as f64);
+        let run = repeated_append(ctx, writers, batch).await?;
+        best = best.max(run.events_per_s);
+        report.line(Line {
+            workload,
+            variant: variant.clone(),
+            system: "annals",
+            events_per_s: Some(run.events_per_s),
+            p50_ms: percentile_ms(&run.latencies_us, 0.5),
+            p99_ms: percentile_ms(&run.latencies_us, 0.99),
+            ratio_vs_postgres: pg.map(|pg| run.events_per_s / pg),
+            extra: Some(format!(
+                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores",
+                run.fsyncs_per_s,
+                run.group_size,
+                run.cpu_cores,
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            )),
+            ..Line::default()
+        });
+        report.line(Line {
+            workload,
+            variant,
+            system: "postgres",
+            events_per_s: pg,
+            ..Line::default()
+        });
+    }
+    Ok(best)
+}
+
+pub(crate) async fn w1(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<f64> {
+    append_workload(ctx, report, "W1", 1, &[1, 16, 64], "pg_append_single.sql").await
+}
+
+pub(crate) async fn w3(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<f64> {
+    append_workload(ctx, report, "W3", 100, &[1, 8], "pg_append_batch100.sql").await
+}
+
+/// Appends `events` in 1,000-event batches from 4 writers.
+pub(crate) async fn fill(engine: &Arc<Engine>, events: u64) -> anyhow::Result<()> {
+    let per_writer = events / 4;
+    let mut tasks = Vec::new();
+    for w in 0..4u64 {
+        let engine = Arc::clone(engine);
+        tasks.push(tokio::spawn(async move {
+            let event_type = EventType::new("Filled")?;
+            let mut written = 0;
+            let mut n = 0u64;
+            while written < per_writer {
+                let stream = StreamName::new(format!("fill{w}-{}", n % 1000))?;
+                n += 1;
+                let count = (per_writer - written).min(1000);
+                let batch = (0..count).map(|_| bench_event(&event_type)).collect();
+                engine.append(&stream, ExpectedRevision::Any, batch).await?;
+                written += count;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+pub(crate) async fn w4(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let (engine, dir) = fresh(ctx, "read")?;
+    let events = ctx.plan.read_events;
+    fill(&engine, events).await?;
+    let mut rates = Vec::new();
+    let mut mib = Vec::new();
+    for _ in 0..ctx.plan.repeats.max(2) {
+        let started = Instant::now();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        let mut options = ReadAllOptions::forward().limit(10_000);
+        loop {
+            let slice = engine.read_all(options.clone()).await?;
+            count += slice.events.len() as u64;
+            bytes += slice
+                .events
+                .iter()
+                .map(|e| (e.event.data.len() + e.event.metadata.len()) as u64)
+                .sum::<u64>();
+            match slice.next {
+                Some(next) if !slice.end_of_log => options = options.from_position(next),
+                _ => break,
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        anyhow::ensure!(count == events, "read {count} of {events} events");
+        rates.push(count as f64 / elapsed);
+        mib.push(bytes as f64 / elapsed / (1 << 20) as f64);
+    }
+    // The first pass warms the cache; report the median of the rest.
+    rates.remove(0);
+    mib.remove(0);
+    let pg = ctx
+        .pg
+        .read_all()
+        .ok()
+        .filter(|(rows, _)| *rows > 0)
+        .map(|(rows, s)| rows as f64 / s);
+    let annals = median(rates);
+    report.line(Line {
+        workload: "W4",
+        variant: format!("$all from start, {events} events"),
+        system: "annals",
+        events_per_s: Some(annals),
+        mib_per_s: Some(median(mib)),
+        ratio_vs_postgres: pg.map(|pg| annals / pg),
+        extra: Some("payload MiB/s (data + metadata)".into()),
+        ..Line::default()
+    });
+    report.line(Line {
+        workload: "W4",
+        variant: "whole table in position order".into(),
+        system: "postgres",
+        events_per_s: pg,
+        extra: Some("rows left by the W1/W3 baseline runs".into()),
+        ..Line::default()
+    });
+    // One 1,000-event stream.
+    let stream = StreamName::new("aggregate-1")?;
+    let event_type = EventType::new("Changed")?;
+    for _ in 0..10 {
+        let batch = (0..100).map(|_| bench_event(&event_type)).collect();
+        engine.append(&stream, ExpectedRevision::Any, batch).await?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let read = engine
+            .read_stream(&stream, ReadStreamOptions::forward())
+            .await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(read.len() == 1000, "read {} of 1000", read.len());
+    }
+    report.line(Line {
+        workload: "W4",
+        variant: "one 1,000-event stream".into(),
+        system: "annals",
+        p50_ms: Some(median(times)),
+        extra: Some("median of 20 reads".into()),
+        ..Line::default()
+    });
+    discard(engine, dir);
+    Ok(())
+}
+
+pub(crate) async fn w5(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let (engine, dir) = fresh(ctx, "lag")?;
+    let best = append_run(&engine, 64, 1, ctx.plan.seconds, None)
+        .await?
+        .events_per_s;
+    let rate = best / 2.0;
+    let lags = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut subscription = subscribe(
+        Arc::clone(&engine),
+        SubscriptionSource::All(None),
+        SubscribeFrom::End,
+    );
+    let sink = Arc::clone(&lags);
+    let collector = tokio::spawn(async move {
+        while let Some(Ok(message)) = subscription.next().await {
+            if let SubscriptionMessage::Event(e) = message {
+                // Commit time is stamped when the writer plans the group, before its fsync,
+                // so this lag includes the fsync.
+                let lag = Timestamp::now()
+                    .as_micros()
+                    .saturating_sub(e.event.created.as_micros());
+                if let Ok(mut lags) = sink.lock() {
+                    lags.push(lag);
+                }
+            }
+        }
+    });
+    let run = append_run(&engine, 64, 1, ctx.plan.seconds * 2.0, Some(rate)).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    collector.abort();
+    let mut lags = lags.lock().map(|l| l.clone()).unwrap_or_default();
+    lags.sort_unstable();
+    report.line(Line {
+        workload: "W5",
+        variant: format!("$all subscription, {:.0} ev/s offered", rate),
+        system: "annals",
+        events_per_s: Some(run.events_per_s),
+        p50_ms: percentile_ms(&lags, 0.5),
+        p99_ms: percentile_ms(&lags, 0.99),
+        p999_ms: percentile_ms(&lags, 0.999),
+        extra: Some(format!(
+            "commit -> delivery over {} events; half of W1's best {best:.0} ev/s",
+            lags.len()
+        )),
+        ..Line::default()
+    });
+    discard(engine, dir);
+    Ok(())
+}
+
+pub(crate) async fn w8(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let events = ctx.plan.restart_events;
+    let dir = ctx
+        .dir
+        .join(format!("restart-{}", uuid::Uuid::new_v4().simple()));
+    let fill_started = Instant::now();
+    // Fill in a child process and kill -9 it once it reports the events are durable.
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench-fill", "--data"])
+        .arg(&dir)
+        .args(["--events", &events.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout from bench-fill"))?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    anyhow::ensure!(line.starts_with("FILLED"), "bench-fill failed: {line}");
+    child.kill()?;
+    child.wait()?;
+    let fill_seconds = fill_started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let engine = Engine::open(&dir, Config::default())?;
+    let first = engine.read_all(ReadAllOptions::backward().limit(1)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let last = first.events.first().map_or(0, |e| e.event.position.0 + 1);
+    anyhow::ensure!(
+        last == events,
+        "after restart the log ends at {last}, expected {events}"
+    );
+    report.line(Line {
+        workload: "W8",
+        variant: format!("restart after kill -9, {events} events"),
+        system: "annals",
+        seconds: Some(seconds),
+        extra: Some(format!("open + first read; filled in {fill_seconds:.1} s")),
+        ..Line::default()
+    });
+    engine.close();
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// `annals bench-fill` (hidden): fills a store, prints `FILLED`, then waits to be killed.
+#[derive(Debug, clap::Parser)]
+pub(crate) struct FillArgs {
+    #[command(flatten)]
+    pub(crate) dir: crate::commands::DataDir,
+    /// Events to append.
+    #[arg(long)]
+    events: u64,
+}
+
+pub(crate) async fn fill_command(
+    data: &std::path::Path,
+    args: FillArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let engine = Arc::new(Engine::open(data, Config::default())?);
+    fill(&engine, args.events).await?;
+    println!("FILLED {}", args.events);
+    std::future::pending::<()>().await;
+    Ok(std::process::ExitCode::SUCCESS)
+}
