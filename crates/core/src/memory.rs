@@ -21,6 +21,9 @@ use crate::store::{EventAppender, EventReader};
 use crate::visibility::Restriction;
 use crate::write::{self, Limits, StreamState, StreamView, WriteRequest};
 
+/// In-memory planning and reading never wait; this reports a broken promise.
+const WOULD_WAIT: &str = "in-memory store: planning or reading would have waited";
+
 /// An event store held in memory. Positions are gap-free from 0.
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -258,7 +261,7 @@ impl EventAppender for MemoryStore {
         write::validate(&request, &self.limits)?;
         let mut state = self.state.write();
         let plan = write::poll_ready(write::plan(&mut View(&state), request))
-            .ok_or_else(|| StorageError::backend("in-memory planning would have waited"))??;
+            .ok_or_else(|| StorageError::backend(WOULD_WAIT))??;
         let created = self.clock.now();
         let mut positions = Vec::with_capacity(plan.records.len());
         for record in &plan.records {
@@ -294,12 +297,16 @@ impl EventReader for MemoryStore {
         options: ReadStreamOptions,
     ) -> Result<Vec<ResolvedEvent>, ReadError> {
         let state = self.state.read();
-        readpath::read_stream(&mut View(&state), stream, options, self.clock.now())
+        let mut access = View(&state);
+        let read = readpath::read_stream(&mut access, stream, options, self.clock.now());
+        write::poll_ready(read).ok_or_else(|| StorageError::backend(WOULD_WAIT))?
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<AllSlice, ReadError> {
         let state = self.state.read();
-        readpath::read_all(&mut View(&state), &options, self.clock.now())
+        let mut access = View(&state);
+        let read = readpath::read_all(&mut access, &options, self.clock.now());
+        write::poll_ready(read).ok_or_else(|| StorageError::backend(WOULD_WAIT))?
     }
 
     fn watch_head(&self) -> watch::Receiver<Position> {

@@ -1,8 +1,10 @@
-//! The read path shared by backends whose log is gap-free and indexed by key (the in-memory
-//! store and the embedded engine): they provide [`LogAccess`], this module turns stream and
-//! `$all` reads into index lookups, record fetches and visibility checks.
+//! The read path every backend shares: a backend provides [`LogAccess`] (synchronous: the
+//! in-memory store and the embedded engine) or [`AsyncLogAccess`] (PostgreSQL), this module
+//! turns stream and `$all` reads into index lookups, record fetches and visibility checks.
+//! Positions need not be gap-free: scans continue after the last position they returned.
 
 use std::collections::HashMap;
+use std::future::{Future, ready};
 
 use crate::error::{ReadError, StorageError};
 use crate::event::{Link, RecordedEvent, ResolvedEvent, Timestamp};
@@ -84,6 +86,93 @@ pub trait LogAccess {
     fn restriction(&mut self, stream: &StreamName) -> Result<Restriction, StorageError>;
 }
 
+/// [`LogAccess`] for backends that wait on I/O (a database). Every [`LogAccess`] is one.
+pub trait AsyncLogAccess: Send {
+    /// See [`LogAccess::head`].
+    fn head(&self) -> Position;
+
+    /// See [`LogAccess::scan`].
+    fn scan(
+        &mut self,
+        from: Position,
+        direction: Direction,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StorageError>> + Send;
+
+    /// See [`LogAccess::last_seq`].
+    fn last_seq(
+        &mut self,
+        key: IndexKey<'_>,
+    ) -> impl Future<Output = Result<Option<u64>, StorageError>> + Send;
+
+    /// See [`LogAccess::entries`].
+    fn entries(
+        &mut self,
+        key: IndexKey<'_>,
+        first: u64,
+        direction: Direction,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<IndexEntry>, StorageError>> + Send;
+
+    /// See [`LogAccess::records`].
+    fn records(
+        &mut self,
+        entries: &[IndexEntry],
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StorageError>> + Send;
+
+    /// See [`LogAccess::restriction`].
+    fn restriction(
+        &mut self,
+        stream: &StreamName,
+    ) -> impl Future<Output = Result<Restriction, StorageError>> + Send;
+}
+
+impl<T: LogAccess + Send> AsyncLogAccess for T {
+    fn head(&self) -> Position {
+        LogAccess::head(self)
+    }
+
+    fn scan(
+        &mut self,
+        from: Position,
+        direction: Direction,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StorageError>> + Send {
+        ready(LogAccess::scan(self, from, direction, max))
+    }
+
+    fn last_seq(
+        &mut self,
+        key: IndexKey<'_>,
+    ) -> impl Future<Output = Result<Option<u64>, StorageError>> + Send {
+        ready(LogAccess::last_seq(self, key))
+    }
+
+    fn entries(
+        &mut self,
+        key: IndexKey<'_>,
+        first: u64,
+        direction: Direction,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<IndexEntry>, StorageError>> + Send {
+        ready(LogAccess::entries(self, key, first, direction, max))
+    }
+
+    fn records(
+        &mut self,
+        entries: &[IndexEntry],
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StorageError>> + Send {
+        ready(LogAccess::records(self, entries))
+    }
+
+    fn restriction(
+        &mut self,
+        stream: &StreamName,
+    ) -> impl Future<Output = Result<Restriction, StorageError>> + Send {
+        ready(LogAccess::restriction(self, stream))
+    }
+}
+
 /// Index entries fetched per lookup.
 const ENTRY_BATCH: usize = 256;
 /// Records fetched per scan of the log.
@@ -93,7 +182,7 @@ const SCAN_BATCH: usize = 1024;
 struct Restrictions(HashMap<StreamName, Restriction>);
 
 impl Restrictions {
-    fn shows<A: LogAccess>(
+    async fn shows<A: AsyncLogAccess>(
         &mut self,
         access: &mut A,
         event: &RecordedEvent,
@@ -104,7 +193,7 @@ impl Restrictions {
             return Ok(true);
         }
         if !self.0.contains_key(&event.stream) {
-            let restriction = access.restriction(&event.stream)?;
+            let restriction = access.restriction(&event.stream).await?;
             self.0.insert(event.stream.clone(), restriction);
         }
         Ok(self
@@ -115,7 +204,7 @@ impl Restrictions {
 }
 
 /// Reads a stream through the indexes.
-pub fn read_stream<A: LogAccess>(
+pub async fn read_stream<A: AsyncLogAccess>(
     access: &mut A,
     stream: &StreamName,
     options: ReadStreamOptions,
@@ -129,9 +218,9 @@ pub fn read_stream<A: LogAccess>(
     let not_found = || ReadError::StreamNotFound {
         stream: stream.clone(),
     };
-    let last = access.last_seq(key)?.ok_or_else(not_found)?;
+    let last = access.last_seq(key).await?.ok_or_else(not_found)?;
     let own = if stream.kind() == StreamKind::Regular {
-        let restriction = access.restriction(stream)?;
+        let restriction = access.restriction(stream).await?;
         if restriction.tombstone_revision.is_some() {
             return Err(ReadError::StreamDeleted {
                 stream: stream.clone(),
@@ -162,7 +251,9 @@ pub fn read_stream<A: LogAccess>(
     let mut out = Vec::new();
     let mut next = Some(start);
     while let Some(from) = next.filter(|_| out.len() < limit) {
-        let entries = access.entries(key, from, options.direction, ENTRY_BATCH)?;
+        let entries = access
+            .entries(key, from, options.direction, ENTRY_BATCH)
+            .await?;
         let Some(last_entry) = entries.last() else {
             break;
         };
@@ -175,12 +266,14 @@ pub fn read_stream<A: LogAccess>(
             next = None;
         }
         let wanted = &entries[..in_range_count];
-        for (entry, event) in wanted.iter().zip(access.records(wanted)?) {
+        for (entry, event) in wanted.iter().zip(access.records(wanted).await?) {
             if !key.owns(&event) {
                 continue;
             }
             let shows = if is_virtual {
-                restrictions.shows(access, &event, ReadContext::Stream, now)?
+                restrictions
+                    .shows(access, &event, ReadContext::Stream, now)
+                    .await?
             } else {
                 own.shows(&event, ReadContext::Stream, now)
             };
@@ -200,7 +293,7 @@ pub fn read_stream<A: LogAccess>(
 }
 
 /// Reads the global log.
-pub fn read_all<A: LogAccess>(
+pub async fn read_all<A: AsyncLogAccess>(
     access: &mut A,
     options: &ReadAllOptions,
     now: Timestamp,
@@ -226,7 +319,9 @@ pub fn read_all<A: LogAccess>(
         let batch = usize::try_from(budget)
             .unwrap_or(usize::MAX)
             .min(SCAN_BATCH);
-        let records = access.scan(Position(from), options.direction, batch)?;
+        let records = access
+            .scan(Position(from), options.direction, batch)
+            .await?;
         if records.is_empty() {
             break;
         }
@@ -241,7 +336,11 @@ pub fn read_all<A: LogAccess>(
                 .filter
                 .as_ref()
                 .is_none_or(|f| f.matches(event.stream.as_str(), event.event_type.as_str()));
-            if passes && restrictions.shows(access, &event, ReadContext::All, now)? {
+            if passes
+                && restrictions
+                    .shows(access, &event, ReadContext::All, now)
+                    .await?
+            {
                 events.push(event.into());
             }
             if events.len() == limit || budget == 0 {

@@ -399,18 +399,25 @@ impl EventReader for Engine {
         options: ReadStreamOptions,
     ) -> Result<Vec<ResolvedEvent>, ReadError> {
         let now = self.shared.config.clock.now();
-        readpath::read_stream(&mut self.snapshot(), stream, options, now)
+        let mut access = self.snapshot();
+        let read = readpath::read_stream(&mut access, stream, options, now);
+        write::poll_ready(read).ok_or_else(|| StorageError::backend(READ_WOULD_WAIT))?
     }
 
     async fn read_all(&self, options: ReadAllOptions) -> Result<AllSlice, ReadError> {
         let now = self.shared.config.clock.now();
-        readpath::read_all(&mut self.snapshot(), &options, now)
+        let mut access = self.snapshot();
+        let read = readpath::read_all(&mut access, &options, now);
+        write::poll_ready(read).ok_or_else(|| StorageError::backend(READ_WOULD_WAIT))?
     }
 
     fn watch_head(&self) -> watch::Receiver<Position> {
         self.shared.head.subscribe()
     }
 }
+
+/// Engine reads are synchronous preads behind the shared async read path.
+const READ_WOULD_WAIT: &str = "engine read would have waited";
 
 /// A reader's view: everything below `head` is committed.
 struct Snapshot<'a> {
