@@ -119,6 +119,15 @@ pub enum InvalidInput {
         /// The limit.
         limit: usize,
     },
+    /// The append holds more records than the backend can place in one commit (PostgreSQL:
+    /// 2^20 - 1, the index part of a position). HTTP 413.
+    #[error("the append holds {count} records; this backend takes at most {limit} per commit")]
+    TooManyEvents {
+        /// Records the append would write.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The same event id appears twice in one append.
     #[error("event id {id} appears more than once in the append")]
     DuplicateEventId {

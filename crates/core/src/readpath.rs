@@ -322,12 +322,20 @@ pub async fn read_all<A: AsyncLogAccess>(
         let records = access
             .scan(Position(from), options.direction, batch)
             .await?;
+        // Fewer records than asked for: the scan reached the end of the log. Backward, with
+        // gaps in positions, that is the only sign of having passed the first record.
+        let reached_end = records.len() < batch;
+        let mut unexamined = records.len();
+        if reached_end && options.direction == Direction::Backward && records.is_empty() {
+            next = None;
+        }
         if records.is_empty() {
             break;
         }
         for event in records {
             let position = event.position.0;
             budget -= 1;
+            unexamined -= 1;
             next = match options.direction {
                 Direction::Forward => Some(position + 1),
                 Direction::Backward => position.checked_sub(1),
@@ -346,6 +354,9 @@ pub async fn read_all<A: AsyncLogAccess>(
             if events.len() == limit || budget == 0 {
                 break;
             }
+        }
+        if reached_end && unexamined == 0 && options.direction == Direction::Backward {
+            next = None;
         }
     }
     let end_of_log = match options.direction {

@@ -62,7 +62,9 @@ impl ApiError {
             | InvalidInput::DuplicateStream { .. }
             | InvalidInput::NoStreams => "stream",
             InvalidInput::InvalidJson { .. } => "data",
-            InvalidInput::EventTooLarge { .. } | InvalidInput::AppendTooLarge { .. } => "events",
+            InvalidInput::EventTooLarge { .. }
+            | InvalidInput::AppendTooLarge { .. }
+            | InvalidInput::TooManyEvents { .. } => "events",
             InvalidInput::DuplicateEventId { .. } => "id",
             InvalidInput::Metadata(_) => "metadata",
             _ => "request",

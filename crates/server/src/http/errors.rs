@@ -71,7 +71,9 @@ impl ApiError {
                 detail.field = Some(ApiError::invalid_input_field(input).into());
                 if matches!(
                     input,
-                    InvalidInput::EventTooLarge { .. } | InvalidInput::AppendTooLarge { .. }
+                    InvalidInput::EventTooLarge { .. }
+                        | InvalidInput::AppendTooLarge { .. }
+                        | InvalidInput::TooManyEvents { .. }
                 ) {
                     detail.code = "too_large".into();
                     StatusCode::PAYLOAD_TOO_LARGE
