@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashMap;
 
-use annals_core::EventReader;
 use annals_server::proto::event_store::client as shared;
 use annals_server::proto::event_store::client::streams as pb;
 use bytes::Bytes;
@@ -62,7 +61,7 @@ async fn grpc(
 }
 
 fn head(server: &common::TestServer) -> u64 {
-    server.engine.watch_head().borrow().0
+    server.store.watch_head().borrow().0
 }
 
 fn options(stream: &[u8]) -> pb::AppendReq {

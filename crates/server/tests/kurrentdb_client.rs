@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Backend;
+
 use std::time::Duration;
 
 use kurrentdb::{
@@ -59,9 +61,8 @@ async fn read_error(client: &kurrentdb::Client, stream: &str) -> Error {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn server_info_reports_a_version_the_client_accepts() {
-    let server = common::start().await;
+async fn server_info_reports_a_version_the_client_accepts(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let info = client
         .server_info()
@@ -72,9 +73,8 @@ async fn server_info_reports_a_version_the_client_accepts() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn appends_honour_every_expected_revision() {
-    let server = common::start().await;
+async fn appends_honour_every_expected_revision(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let stream = common::unique("order");
 
@@ -175,9 +175,8 @@ async fn appends_honour_every_expected_revision() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn resending_the_same_event_ids_is_idempotent() {
-    let server = common::start().await;
+async fn resending_the_same_event_ids_is_idempotent(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let stream = common::unique("pay");
     let id = uuid::Uuid::new_v4();
@@ -204,9 +203,8 @@ async fn resending_the_same_event_ids_is_idempotent() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reads_go_forward_and_backward_from_a_revision() {
-    let server = common::start().await;
+async fn reads_go_forward_and_backward_from_a_revision(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let stream = common::unique("cart");
     let events: Vec<_> = (0..10).map(|n| event("Added", n)).collect();
@@ -264,9 +262,8 @@ async fn reads_go_forward_and_backward_from_a_revision() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn all_reads_filter_by_stream_and_event_type() {
-    let server = common::start().await;
+async fn all_reads_filter_by_stream_and_event_type(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let a = format!("alpha{tag}-1");
@@ -372,9 +369,8 @@ async fn next_event(sub: &mut kurrentdb::Subscription) -> (String, u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stream_subscription_catches_up_then_receives_live_events() {
-    let server = common::start().await;
+async fn stream_subscription_catches_up_then_receives_live_events(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let stream = common::unique("sub");
     client
@@ -415,9 +411,8 @@ async fn stream_subscription_catches_up_then_receives_live_events() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn filtered_all_subscription_receives_later_live_events() {
-    let server = common::start().await;
+async fn filtered_all_subscription_receives_later_live_events(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let wanted = format!("watched{tag}-1");
@@ -467,9 +462,8 @@ async fn filtered_all_subscription_receives_later_live_events() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn delete_and_tombstone() {
-    let server = common::start().await;
+async fn delete_and_tombstone(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let soft = common::unique("soft");
     client
@@ -540,9 +534,8 @@ async fn delete_and_tombstone() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stream_metadata_round_trips_through_the_metadata_stream() {
-    let server = common::start().await;
+async fn stream_metadata_round_trips_through_the_metadata_stream(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let stream = common::unique("meta");
     let none = client
@@ -611,9 +604,8 @@ async fn stream_metadata_round_trips_through_the_metadata_stream() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn batch_append_writes_and_reports_conflicts() {
-    let server = common::start().await;
+async fn batch_append_writes_and_reports_conflicts(backend: Backend) {
+    let server = common::start_on(backend).await;
     let client = server.client();
     let batch = client
         .batch_append(&BatchAppendOptions::default())
@@ -663,12 +655,11 @@ async fn batch_append_writes_and_reports_conflicts() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn client_errors_are_typed_and_change_nothing() {
+async fn client_errors_are_typed_and_change_nothing(backend: Backend) {
     let mut config = common::config();
     config.limits.max_event_bytes = 1024;
     config.limits.max_append_bytes = 4096;
-    let server = common::start_with(config).await;
+    let server = common::start_on_with(backend, config).await;
     let client = server.client();
     let stream = common::unique("limits");
 
@@ -712,3 +703,39 @@ async fn client_errors_are_typed_and_change_nothing() {
     );
     server.stop().await;
 }
+
+/// Runs every scenario above on both backends: `engine::…` and `postgres::…`.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod engine {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::Backend::Engine).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    server_info_reports_a_version_the_client_accepts,
+    appends_honour_every_expected_revision,
+    resending_the_same_event_ids_is_idempotent,
+    reads_go_forward_and_backward_from_a_revision,
+    all_reads_filter_by_stream_and_event_type,
+    stream_subscription_catches_up_then_receives_live_events,
+    filtered_all_subscription_receives_later_live_events,
+    delete_and_tombstone,
+    stream_metadata_round_trips_through_the_metadata_stream,
+    batch_append_writes_and_reports_conflicts,
+    client_errors_are_typed_and_change_nothing,
+);

@@ -2,6 +2,7 @@
 //! baseline from `shared/baselines/`, in one run on this machine.
 
 mod machine;
+mod pg_backend;
 mod postgres;
 mod report;
 pub(crate) mod workloads;
@@ -15,7 +16,8 @@ use report::Report;
 
 #[derive(Debug, Parser)]
 pub(crate) struct Args {
-    /// Workloads to run, comma-separated (W1,W3,W4,W5,W8; W2 needs the server).
+    /// Workloads to run, comma-separated: W1,W3,W4,W5,W8, and PG (Annals on PostgreSQL
+    /// against the plain baseline; not in the default set).
     #[arg(long, value_delimiter = ',', default_value = "W1,W3,W4,W5,W8")]
     workloads: Vec<String>,
     /// Short runs (under 3 minutes in all).
@@ -100,6 +102,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if wants("W8") {
         workloads::w8(&ctx, &mut report).await?;
+    }
+    if wants("PG") {
+        pg_backend::run(&ctx, &mut report, &args.pg_url).await?;
     }
     if let Some(path) = &args.json {
         report.write_json(path)?;

@@ -47,13 +47,13 @@ fn discard(engine: Arc<Engine>, dir: PathBuf) {
 }
 
 /// What a timed append run measured.
-struct Run {
-    events_per_s: f64,
-    latencies_us: Vec<u64>,
+pub(crate) struct Run {
+    pub(crate) events_per_s: f64,
+    pub(crate) latencies_us: Vec<u64>,
     fsyncs_per_s: f64,
     group_size: f64,
     /// CPU time of this process over wall time, in cores (2.0 = both cores busy).
-    cpu_cores: f64,
+    pub(crate) cpu_cores: f64,
 }
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
@@ -74,19 +74,31 @@ fn process_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Syncs and records the store has written so far, for stores that count them.
+pub(crate) type SyncCounter<'a> = Option<&'a (dyn Fn() -> (u64, u64) + Sync)>;
+
+/// The embedded engine's sync and record counters.
+fn engine_counter(engine: &Engine) -> impl Fn() -> (u64, u64) + Sync + '_ {
+    move || {
+        let s = engine.stats();
+        (s.syncs, s.records)
+    }
+}
+
 /// `writers` tasks append `batch`-event batches to their own streams with exact expected
 /// revisions for `seconds`, optionally paced to `rate` events/s in all.
-async fn append_run(
-    engine: &Arc<Engine>,
+pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
+    engine: &Arc<S>,
     writers: usize,
     batch: usize,
     seconds: f64,
     rate: Option<f64>,
+    counter: SyncCounter<'_>,
 ) -> anyhow::Result<Run> {
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = process_cpu_seconds();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let before = engine.stats();
+    let before = counter.map_or((0, 0), |c| c());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -125,14 +137,14 @@ async fn append_run(
         latencies_us.extend(l);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let after = engine.stats();
+    let after = counter.map_or((0, 0), |c| c());
     latencies_us.sort_unstable();
-    let syncs = (after.syncs - before.syncs) as f64;
+    let syncs = (after.0 - before.0) as f64;
     Ok(Run {
         events_per_s: events as f64 / elapsed,
         latencies_us,
         fsyncs_per_s: syncs / elapsed,
-        group_size: (after.records - before.records) as f64 / syncs.max(1.0),
+        group_size: (after.1 - before.1) as f64 / syncs.max(1.0),
         cpu_cores: (process_cpu_seconds() - cpu_before) / elapsed,
     })
 }
@@ -142,7 +154,18 @@ async fn repeated_append(ctx: &Context<'_>, writers: usize, batch: usize) -> any
     let mut runs = Vec::new();
     for _ in 0..ctx.plan.repeats {
         let (engine, dir) = fresh(ctx, "append")?;
-        runs.push(append_run(&engine, writers, batch, ctx.plan.seconds, None).await?);
+        let counter = engine_counter(&engine);
+        let run = append_run(
+            &engine,
+            writers,
+            batch,
+            ctx.plan.seconds,
+            None,
+            Some(&counter),
+        )
+        .await?;
+        drop(counter);
+        runs.push(run);
         discard(engine, dir);
     }
     runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
@@ -150,7 +173,12 @@ async fn repeated_append(ctx: &Context<'_>, writers: usize, batch: usize) -> any
     Ok(runs.swap_remove(middle))
 }
 
-fn pg_median(ctx: &Context<'_>, script: &str, clients: usize, per_tx: f64) -> Option<f64> {
+pub(crate) fn pg_median(
+    ctx: &Context<'_>,
+    script: &str,
+    clients: usize,
+    per_tx: f64,
+) -> Option<f64> {
     let mut values = Vec::new();
     for _ in 0..ctx.plan.repeats {
         let measured = ctx
@@ -335,9 +363,16 @@ pub(crate) async fn w4(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
 
 pub(crate) async fn w5(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<()> {
     let (engine, dir) = fresh(ctx, "lag")?;
-    let best = append_run(&engine, 64, 1, ctx.plan.seconds, None)
-        .await?
-        .events_per_s;
+    let best = append_run(
+        &engine,
+        64,
+        1,
+        ctx.plan.seconds,
+        None,
+        Some(&engine_counter(&engine)),
+    )
+    .await?
+    .events_per_s;
     let rate = best / 2.0;
     let lags = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut subscription = subscribe(
@@ -360,7 +395,15 @@ pub(crate) async fn w5(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
             }
         }
     });
-    let run = append_run(&engine, 64, 1, ctx.plan.seconds * 2.0, Some(rate)).await?;
+    let run = append_run(
+        &engine,
+        64,
+        1,
+        ctx.plan.seconds * 2.0,
+        Some(rate),
+        Some(&engine_counter(&engine)),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     collector.abort();
     let mut lags = lags.lock().map(|l| l.clone()).unwrap_or_default();
