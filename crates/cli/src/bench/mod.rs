@@ -1,6 +1,7 @@
 //! `annals bench`: the performance suite (SPEC §7), Annals side by side with the PostgreSQL
 //! baseline from `shared/baselines/`, in one run on this machine.
 
+mod grpc;
 mod machine;
 mod pg_backend;
 mod postgres;
@@ -16,9 +17,9 @@ use report::Report;
 
 #[derive(Debug, Parser)]
 pub(crate) struct Args {
-    /// Workloads to run, comma-separated: W1,W3,W4,W5,W8, and PG (Annals on PostgreSQL
+    /// Workloads to run, comma-separated: W1,W2,W3,W4,W5,W8, and PG (Annals on PostgreSQL
     /// against the plain baseline; not in the default set).
-    #[arg(long, value_delimiter = ',', default_value = "W1,W3,W4,W5,W8")]
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W8")]
     workloads: Vec<String>,
     /// Short runs (under 3 minutes in all).
     #[arg(long)]
@@ -81,15 +82,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dir: scratch.path().to_owned(),
         plan,
         pg: &pg,
+        pg_results: Default::default(),
     };
     if wants("W1") {
         workloads::w1(&ctx, &mut report).await?;
     }
     if wants("W2") {
-        report.note(
-            "W2",
-            "gRPC with the official client: not run (the server is not part of this build yet)",
-        );
+        grpc::w2(&ctx, &mut report).await?;
     }
     if wants("W3") {
         workloads::w3(&ctx, &mut report).await?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use annals_postgres::{PgConfig, PgStore};
 
 use super::report::{Line, Report, median, percentile_ms};
-use super::workloads::{Context, Run, append_run, pg_median};
+use super::workloads::{Context, Run, append_run};
 
 /// The variants: events per append, writers, baseline script.
 const VARIANTS: [(usize, usize, &str); 2] = [
@@ -24,7 +24,7 @@ pub(crate) async fn run(ctx: &Context<'_>, report: &mut Report, url: &str) -> an
         } else {
             format!("{batch}-event batches, {writers} writers")
         };
-        let baseline = pg_median(ctx, script, writers, batch as f64);
+        let baseline = ctx.pg_baseline(script, writers, batch as f64);
         let mut runs = Vec::new();
         for _ in 0..ctx.plan.repeats {
             runs.push(one_run(ctx, url, writers, batch).await?);

@@ -88,14 +88,6 @@ impl Report {
         }));
     }
 
-    pub(crate) fn note(&mut self, workload: &'static str, text: &str) {
-        println!("{workload:<3} {text}");
-        self.lines.push(json!({
-            "workload": workload, "variant": null, "system": "annals", "events_per_s": null,
-            "p50_ms": null, "p99_ms": null, "ratio_vs_postgres": null, "note": text,
-        }));
-    }
-
     pub(crate) fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&self.lines)?)?;
         Ok(())

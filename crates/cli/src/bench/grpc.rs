@@ -1,0 +1,132 @@
+//! W2: W1 over gRPC. `annals-server` runs in this process on the embedded engine; the writers
+//! are the official `kurrentdb` Rust client, one shared client (one HTTP/2 connection, as
+//! applications use it), each writer appending single events to its own stream with exact
+//! expected revisions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use annals_core::EventStore;
+use annals_engine::{Config, Engine};
+use annals_server::{Server, ServerConfig};
+use anyhow::Context as _;
+use kurrentdb::{AppendToStreamOptions, EventData, StreamState};
+use tokio::sync::oneshot;
+
+use super::report::{Line, Report, median, percentile_ms};
+use super::workloads::{Context, bench_event};
+
+const WRITERS: [usize; 3] = [1, 16, 64];
+
+pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<()> {
+    for writers in WRITERS {
+        let baseline = ctx.pg_baseline("pg_append_single.sql", writers, 1.0);
+        let mut runs = Vec::new();
+        for _ in 0..ctx.plan.repeats {
+            runs.push(one_run(ctx, writers).await?);
+        }
+        let rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let middle = median(rates);
+        let (rate, latencies) = runs
+            .into_iter()
+            .min_by(|a, b| (a.0 - middle).abs().total_cmp(&(b.0 - middle).abs()))
+            .context("no runs")?;
+        report.line(Line {
+            workload: "W2",
+            variant: format!("{writers} gRPC writers"),
+            system: "annals",
+            events_per_s: Some(rate),
+            p50_ms: percentile_ms(&latencies, 0.5),
+            p99_ms: percentile_ms(&latencies, 0.99),
+            ratio_vs_postgres: baseline.map(|pg| rate / pg),
+            extra: Some("official kurrentdb client, server in this process".into()),
+            ..Line::default()
+        });
+        report.line(Line {
+            workload: "W2",
+            variant: format!("{writers} gRPC writers"),
+            system: "postgres",
+            events_per_s: baseline,
+            ..Line::default()
+        });
+    }
+    Ok(())
+}
+
+/// One timed run on a fresh engine and server: (events/s, sorted latencies in µs).
+async fn one_run(ctx: &Context<'_>, writers: usize) -> anyhow::Result<(f64, Vec<u64>)> {
+    let dir = ctx
+        .dir
+        .join(format!("grpc-{}", uuid::Uuid::new_v4().simple()));
+    let engine = Arc::new(Engine::open(&dir, Config::default())?);
+    let store: Arc<dyn EventStore> = engine.clone();
+    let config = ServerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        insecure: true,
+        shutdown_grace: Duration::from_secs(2),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config, store).await?;
+    let addr = server.local_addr();
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let settings = format!("kurrentdb://{addr}?tls=false").parse()?;
+    let client = kurrentdb::Client::new(settings)
+        .map_err(|e| anyhow::anyhow!("cannot create the kurrentdb client: {e}"))?;
+    let measured = drive(&client, writers, ctx.plan.seconds).await;
+    let _ = stop_server.send(());
+    serving.await??;
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    measured
+}
+
+async fn drive(
+    client: &kurrentdb::Client,
+    writers: usize,
+    seconds: f64,
+) -> anyhow::Result<(f64, Vec<u64>)> {
+    let event = bench_event(&annals_core::EventType::new("BenchEvent")?);
+    let data: serde_json::Value = serde_json::from_slice(&event.data)?;
+    let metadata: serde_json::Value = serde_json::from_slice(&event.metadata)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (client, stop) = (client.clone(), Arc::clone(&stop));
+        let (data, metadata) = (data.clone(), metadata.clone());
+        let stream = format!("grpc-{w}-{}", &run_id[..8]);
+        tasks.push(tokio::spawn(async move {
+            let mut state = StreamState::NoStream;
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let event = EventData::json("BenchEvent", &data)?
+                    .metadata_as_json(&metadata)?
+                    .id(uuid::Uuid::new_v4());
+                let options = AppendToStreamOptions::default().stream_state(state);
+                let sent = Instant::now();
+                let result = client
+                    .append_to_stream(stream.as_str(), &options, event)
+                    .await?;
+                latencies.push(sent.elapsed().as_micros() as u64);
+                state = StreamState::StreamRevision(result.next_expected_version);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok((latencies.len() as f64 / elapsed, latencies))
+}
