@@ -17,8 +17,9 @@ use annals_core::{
     AppendError, AppendResult, InvalidInput, Position, StorageError, StreamMetadata, StreamName,
     WriteRequest,
 };
-use sqlx::postgres::PgRow;
-use sqlx::{Acquire, PgConnection};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{Acquire, PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::error::{PgError, UNIQUE_VIOLATION, sqlstate};
@@ -251,22 +252,15 @@ async fn update_row(
     version: i64,
     row: &StreamRow,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE streams SET version = $3, last_revision = $4, last_event_id = $5,
-                tombstoned = $6, meta_revision = $7, meta_event_id = $8, metadata = $9
-          WHERE name = $1 AND version = $2",
-    )
-    .bind(name)
-    .bind(version)
-    .bind(row.version)
-    .bind(row.last_revision.map(signed))
-    .bind(row.last_event_id)
-    .bind(row.tombstoned)
-    .bind(row.meta_revision.map(signed))
-    .bind(row.meta_event_id)
-    .bind(row.metadata.as_deref())
-    .execute(&mut *conn)
-    .await?;
+    let update = sqlx::query(
+        "UPDATE streams SET version = $2, last_revision = $3, last_event_id = $4,
+                tombstoned = $5, meta_revision = $6, meta_event_id = $7, metadata = $8
+          WHERE name = $1 AND version = $9",
+    );
+    let done = bind_row(update, name, row)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -275,22 +269,30 @@ async fn insert_row(
     name: &str,
     row: &StreamRow,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO streams (name, version, last_revision, last_event_id, tombstoned,
                               meta_revision, meta_event_id, metadata)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(name)
-    .bind(row.version)
-    .bind(row.last_revision.map(signed))
-    .bind(row.last_event_id)
-    .bind(row.tombstoned)
-    .bind(row.meta_revision.map(signed))
-    .bind(row.meta_event_id)
-    .bind(row.metadata.as_deref())
-    .execute(&mut *conn)
-    .await?;
+    );
+    bind_row(insert, name, row).execute(&mut *conn).await?;
     Ok(true)
+}
+
+/// Binds a stream row's name and state as `$1`..`$8`.
+fn bind_row<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    name: &'q str,
+    row: &'q StreamRow,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(name)
+        .bind(row.version)
+        .bind(row.last_revision.map(signed))
+        .bind(row.last_event_id)
+        .bind(row.tombstoned)
+        .bind(row.meta_revision.map(signed))
+        .bind(row.meta_event_id)
+        .bind(row.metadata.as_deref())
 }
 
 /// Inserts all records in one statement.

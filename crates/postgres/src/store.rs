@@ -115,6 +115,22 @@ impl PgStore {
         &self.inner.config
     }
 
+    /// Removes a store's schema and everything in it (for tests and decommissioning). The
+    /// name is checked like [`PgConfig::schema`].
+    pub async fn drop_schema(url: &str, schema: &str) -> Result<(), PgError> {
+        use sqlx::Connection;
+        PgConfig::new(url).schema(schema).validate()?;
+        let mut conn = PgConnection::connect(url)
+            .await
+            .map_err(PgError::db("connecting"))?;
+        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .map_err(PgError::db("dropping a schema"))?;
+        Ok(())
+    }
+
     /// Stops the background tasks and closes the connections.
     pub async fn close(self) {
         for task in &self.tasks {

@@ -43,15 +43,10 @@ pub(crate) fn drop_schemas(schemas: Vec<String>) {
             .build()
             .expect("a runtime");
         runtime.block_on(async {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&url()).await?;
             for schema in schemas {
-                let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut conn)
-                    .await?;
+                PgStore::drop_schema(&url(), &schema).await?;
             }
-            Ok::<_, sqlx::Error>(())
+            Ok::<_, annals_postgres::PgError>(())
         })
     });
     if let Ok(Err(e)) = cleanup.join() {

@@ -112,15 +112,7 @@ fn drop_schema(schema: String) {
             .enable_all()
             .build()
             .expect("a runtime");
-        runtime.block_on(async {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&pg_url()).await?;
-            let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .map(|_| ())
-        })
+        runtime.block_on(PgStore::drop_schema(&pg_url(), &schema))
     });
     if let Ok(Err(e)) = cleanup.join() {
         eprintln!("could not drop test schema: {e}");
