@@ -19,12 +19,12 @@ use annals_core::{
 };
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
-use sqlx::{Acquire, PgConnection, Postgres};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::error::{PgError, UNIQUE_VIOLATION, sqlstate};
 use crate::rows::{self, StreamRow, signed, stream_columns};
-use crate::store::{APPENDER_LOCK_CLASS, Inner};
+use crate::store::Inner;
 
 /// Records one transaction can hold: the low 20 bits of a position.
 pub(crate) const MAX_RECORDS: usize = (1 << 20) - 1;
@@ -88,17 +88,12 @@ async fn attempt_write(inner: &Inner, request: WriteRequest) -> Result<Attempt, 
         .acquire()
         .await
         .map_err(PgError::db("getting a connection"))?;
+    // Register before the transaction gets an id (readers of `$all` wait for registered
+    // appenders), in the same round trip as BEGIN.
     let mut tx = conn
-        .begin()
+        .begin_with(AssertSqlSafe(inner.begin_sql.as_str()))
         .await
         .map_err(PgError::db("starting a transaction"))?;
-    // Before the transaction gets an id: readers of `$all` wait for registered appenders.
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
-        .bind(APPENDER_LOCK_CLASS)
-        .bind(inner.key)
-        .execute(&mut *tx)
-        .await
-        .map_err(PgError::db("registering the appender"))?;
     let loaded = load_streams(&mut tx, &request).await?;
     let mut view = TxView {
         conn: &mut tx,
@@ -141,7 +136,8 @@ async fn attempt_write(inner: &Inner, request: WriteRequest) -> Result<Attempt, 
     tx.commit()
         .await
         .map_err(PgError::db("committing (the outcome is unknown)"))?;
-    inner.visible(&mut conn).await?;
+    drop(conn);
+    inner.head_after_write().await;
     Ok(Attempt::Done(plan.results(&positions)))
 }
 
@@ -208,13 +204,10 @@ async fn store_plan(
             return Ok(Vec::new());
         }
     }
-    let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
-        .fetch_one(&mut *conn)
-        .await?;
+    let xid = insert_events(inner, conn, &plan.records).await?;
     let positions: Vec<Position> = (0..plan.records.len() as u64)
-        .map(|i| Position(((xid as u64) << 20) | i))
+        .map(|i| Position((rows::unsigned(xid).unwrap_or(0) << 20) | i))
         .collect();
-    insert_events(inner, conn, &plan.records, &positions).await?;
     Ok(positions)
 }
 
@@ -295,28 +288,28 @@ fn bind_row<'q>(
         .bind(row.metadata.as_deref())
 }
 
-/// Inserts all records in one statement.
+/// Inserts all records in one statement, at positions `xid << 20 | index`; returns the
+/// transaction id.
 async fn insert_events(
     inner: &Inner,
     conn: &mut PgConnection,
     records: &[PlannedRecord],
-    positions: &[Position],
-) -> Result<(), sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     let created = signed(inner.config.clock.now().0);
-    let n = records.len();
-    let mut columns = EventColumns::with_capacity(n);
-    for (record, position) in records.iter().zip(positions) {
-        columns.push(record, *position);
+    let mut columns = EventColumns::with_capacity(records.len());
+    for record in records {
+        columns.push(record);
     }
-    sqlx::query(
+    sqlx::query_scalar(
         "INSERT INTO events (position, stream, revision, event_id, event_type, category,
                              is_json, data, metadata, created_us, tombstone)
-         SELECT p, s, r, i, t, c, j, d, m, $11, x
-           FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[],
-                       $6::text[], $7::boolean[], $8::bytea[], $9::bytea[], $10::boolean[])
-                AS u(p, s, r, i, t, c, j, d, m, x)",
+         SELECT (pg_current_xact_id()::text::bigint << 20) | (o - 1), s, r, i, t, c, j, d, m,
+                $10, x
+           FROM UNNEST($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::text[],
+                       $6::boolean[], $7::bytea[], $8::bytea[], $9::boolean[])
+                WITH ORDINALITY AS u(s, r, i, t, c, j, d, m, x, o)
+         RETURNING position >> 20",
     )
-    .bind(columns.position)
     .bind(columns.stream)
     .bind(columns.revision)
     .bind(columns.id)
@@ -327,15 +320,13 @@ async fn insert_events(
     .bind(columns.metadata)
     .bind(columns.tombstone)
     .bind(created)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// Records as column arrays, for `UNNEST`.
 #[derive(Default)]
 struct EventColumns {
-    position: Vec<i64>,
     stream: Vec<String>,
     revision: Vec<i64>,
     id: Vec<Uuid>,
@@ -350,7 +341,6 @@ struct EventColumns {
 impl EventColumns {
     fn with_capacity(n: usize) -> Self {
         Self {
-            position: Vec::with_capacity(n),
             stream: Vec::with_capacity(n),
             revision: Vec::with_capacity(n),
             id: Vec::with_capacity(n),
@@ -363,9 +353,8 @@ impl EventColumns {
         }
     }
 
-    fn push(&mut self, record: &PlannedRecord, position: Position) {
+    fn push(&mut self, record: &PlannedRecord) {
         let event = &record.event;
-        self.position.push(signed(position.0));
         self.stream.push(record.stream.as_str().to_owned());
         self.revision.push(signed(record.revision));
         self.id.push(event.id);

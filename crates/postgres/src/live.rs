@@ -1,6 +1,6 @@
-//! Keeping the watched head current: `LISTEN` for other processes' commits, a periodic
-//! re-check for lost notifications and for commits that ended a wait, and `NOTIFY` after
-//! our own commits.
+//! Keeping the watched head current: a refresher that serves this store's writes in rounds,
+//! `LISTEN` for other processes' writes, a periodic re-check for lost notifications, and
+//! `NOTIFY` after our own writes.
 //!
 //! Appends do not `NOTIFY` inside their transaction: PostgreSQL serialises the commits of
 //! notifying transactions on one lock, which would be the global lock this backend avoids.
@@ -8,6 +8,8 @@
 //! happened since its last one.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgListener;
@@ -20,19 +22,31 @@ pub(crate) fn spawn(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(listen(Arc::clone(inner))),
         tokio::spawn(notify(Arc::clone(inner))),
+        tokio::spawn(refresh_after_writes(Arc::clone(inner))),
     ]
 }
 
 async fn listen(inner: Arc<Inner>) {
     let interval = inner.config.poll_interval;
     let mut listener: Option<PgListener> = None;
+    let mut last_check = std::time::Instant::now();
     loop {
         if listener.is_none() {
             listener = connect(&inner).await;
         }
         match listener.as_mut() {
             Some(l) => match tokio::time::timeout(interval, l.recv()).await {
-                Ok(Ok(_)) => while l.next_buffered().is_some() {},
+                Ok(Ok(first)) => {
+                    // This store moves its head after its own writes; others' wake it.
+                    let mut foreign = first.payload() != inner.instance;
+                    while let Some(next) = l.next_buffered() {
+                        foreign |= next.payload() != inner.instance;
+                    }
+                    // Still re-check every interval, even while only our own writes notify.
+                    if !foreign && last_check.elapsed() < interval {
+                        continue;
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "LISTEN connection failed; re-checking by polling");
                     listener = None;
@@ -41,6 +55,7 @@ async fn listen(inner: Arc<Inner>) {
             },
             None => tokio::time::sleep(interval).await,
         }
+        last_check = std::time::Instant::now();
         if let Err(e) = inner.refresh_head().await {
             tracing::warn!(error = %e, "re-checking the head failed");
         }
@@ -59,9 +74,25 @@ async fn connect(inner: &Inner) -> Option<PgListener> {
         .ok()
 }
 
+/// Serves [`Inner::head_after_write`] in rounds: each round covers every write that ended
+/// before it started.
+async fn refresh_after_writes(inner: Arc<Inner>) {
+    loop {
+        inner.refresh_wanted.notified().await;
+        let covered = inner.writes_ended.load(Ordering::SeqCst);
+        if let Err(e) = inner.refresh_head().await {
+            tracing::warn!(error = %e, "computing the head after a write failed");
+        }
+        inner.refreshed.send_replace(covered);
+    }
+}
+
+/// The shortest time between two notifications: writes in between share one.
+const NOTIFY_SPACING: Duration = Duration::from_millis(1);
+
 async fn notify(inner: Arc<Inner>) {
-    // The channel is "annals_<schema>", a checked identifier.
-    let sql = notify_sql(&inner.channel);
+    // The channel is "annals_<schema>", a checked identifier; the payload a hex uuid.
+    let sql = notify_sql(&inner.channel, &inner.instance);
     loop {
         inner.committed.notified().await;
         if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
@@ -70,11 +101,12 @@ async fn notify(inner: Arc<Inner>) {
         {
             tracing::warn!(error = %e, "NOTIFY after a commit failed; listeners will poll");
         }
+        tokio::time::sleep(NOTIFY_SPACING).await;
     }
 }
 
 /// One round trip: an asynchronous-commit transaction that only notifies (nothing to make
 /// durable, so no reason to wait for a WAL flush while holding the notify lock).
-fn notify_sql(channel: &str) -> String {
-    format!("BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {channel}; COMMIT;")
+fn notify_sql(channel: &str, instance: &str) -> String {
+    format!("BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {channel}, '{instance}'; COMMIT;")
 }

@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use annals_core::readpath;
 use annals_core::{
@@ -58,6 +59,16 @@ pub(crate) struct Inner {
     pub(crate) head: watch::Sender<Position>,
     /// Wakes the task that sends NOTIFY after commits.
     pub(crate) committed: Notify,
+    /// Writes that ended so far; the head refresher serves them in rounds.
+    pub(crate) writes_ended: AtomicU64,
+    /// Wakes the head refresher.
+    pub(crate) refresh_wanted: Notify,
+    /// The count of ended writes the last finished refresh covers.
+    pub(crate) refreshed: watch::Sender<u64>,
+    /// `BEGIN` plus the appenders' registration, one round trip.
+    pub(crate) begin_sql: String,
+    /// Sent as the NOTIFY payload, so the listener can skip this store's own notifications.
+    pub(crate) instance: String,
 }
 
 /// The visible prefix of the log at one moment.
@@ -103,6 +114,13 @@ impl PgStore {
             key,
             head: watch::Sender::new(Position(0)),
             committed: Notify::new(),
+            writes_ended: AtomicU64::new(0),
+            refresh_wanted: Notify::new(),
+            refreshed: watch::Sender::new(0),
+            begin_sql: format!(
+                "BEGIN; SELECT pg_advisory_xact_lock_shared({APPENDER_LOCK_CLASS}, {key})"
+            ),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             config,
         });
         inner.refresh_head().await?;
@@ -174,6 +192,18 @@ impl Inner {
             .await
             .map_err(PgError::db("getting a connection"))?;
         self.visible(&mut conn).await
+    }
+
+    /// After a write ended (commit or rollback): waits until a head refresh that started
+    /// after it has finished, so the caller sees its commit in the head. Concurrent writers
+    /// share refreshes, as commits share an fsync: the visible prefix reads the lock table,
+    /// which should not happen once per commit.
+    pub(crate) async fn head_after_write(&self) {
+        let ticket = self.writes_ended.fetch_add(1, Ordering::SeqCst) + 1;
+        self.refresh_wanted.notify_one();
+        let mut refreshed = self.refreshed.subscribe();
+        // An error means the store is closing; the write itself has ended either way.
+        let _ = refreshed.wait_for(|done| *done >= ticket).await;
     }
 
     /// Moves the watched head forward (never back: concurrent refreshes may finish out of

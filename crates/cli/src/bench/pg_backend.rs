@@ -3,7 +3,6 @@
 //! on its own streams with exact expected revisions (the baseline: `shared/baselines/` run
 //! by pgbench with as many clients).
 
-use std::process::Command;
 use std::sync::Arc;
 
 use annals_postgres::{PgConfig, PgStore};
@@ -79,11 +78,8 @@ async fn one_run(
     if let Ok(store) = Arc::try_unwrap(store) {
         store.close().await;
     }
-    let dropped = Command::new("psql")
-        .args([url, "-qc", &format!("DROP SCHEMA {schema} CASCADE")])
-        .status()?;
-    if !dropped.success() {
-        eprintln!("could not drop the benchmark schema {schema}");
+    if let Err(e) = PgStore::drop_schema(url, &schema).await {
+        eprintln!("could not drop the benchmark schema {schema}: {e}");
     }
     run
 }
