@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use annals_core::EventStore;
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
@@ -166,7 +167,14 @@ impl Server {
             let _ = stopping_tx.send(());
         };
         tracing::info!(addr = %self.local_addr, "serving gRPC (KurrentDB protocol) and HTTP");
-        let server = axum::serve(self.listener, app)
+        // Small gRPC frames must not wait for Nagle's algorithm and the peer's delayed ACK
+        // (40 ms per request for a single writer).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
+        let server = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .into_future();
         let grace = self.config.shutdown_grace;
