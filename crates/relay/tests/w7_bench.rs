@@ -71,7 +71,22 @@ async fn run_rate(mode: SourceMode, rate: u64, secs: u64) -> Option<Sample> {
                 .map(|rt| rt.block_on(relay.run(s)))
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Measure the steady state: start offering load once a first row went all the way through
+    // (slot creation and the first replication round can take a second on a busy machine).
+    let warm_up =
+        NewMessage::json("bench", "warm-up", "WarmUp", &serde_json::json!({})).expect("json");
+    let mut tx = pool.begin().await.expect("begin");
+    outbox.enqueue(&mut tx, &warm_up).await.expect("enqueue");
+    tx.commit().await.expect("commit");
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while !acks.lock().contains_key(&warm_up.id) {
+        assert!(
+            Instant::now() < ready_by,
+            "the relay did not publish a first row within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    acks.lock().remove(&warm_up.id);
 
     let per_tick = (rate as f64 * 0.005).round().max(1.0) as usize;
     let ticks = secs * 200;
@@ -114,6 +129,7 @@ async fn run_rate(mode: SourceMode, rate: u64, secs: u64) -> Option<Sample> {
             })
             .collect()
     };
+    print_slowest_windows(&commits, &acks.lock(), start);
     lat.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
@@ -141,6 +157,35 @@ async fn run_rate(mode: SourceMode, rate: u64, secs: u64) -> Option<Sample> {
     delete_stream(&nats, &names.stream).await;
     cleanup_pg(&pool, &cfg).await;
     Some(sample)
+}
+
+/// Prints the 100-ms windows of commit time whose slowest row took longest, so a p99 can be
+/// traced to stalls (when they happen, how long) rather than to a uniformly slow path.
+fn print_slowest_windows(
+    commits: &[(uuid::Uuid, Instant)],
+    acks: &HashMap<uuid::Uuid, Instant>,
+    start: Instant,
+) {
+    let mut windows: HashMap<u64, f64> = HashMap::new();
+    for (id, c) in commits {
+        if let Some(a) = acks.get(id) {
+            let ms = a.saturating_duration_since(*c).as_secs_f64() * 1000.0;
+            let w = c.saturating_duration_since(start).as_millis() as u64 / 100;
+            let slot = windows.entry(w).or_default();
+            *slot = slot.max(ms);
+        }
+    }
+    let mut worst: Vec<_> = windows.into_iter().collect();
+    worst.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let line: Vec<String> = worst
+        .iter()
+        .take(6)
+        .map(|(w, ms)| format!("{:.1}s:{ms:.0}ms", *w as f64 / 10.0))
+        .collect();
+    println!(
+        "  slowest 100-ms windows (commit time since start: max latency): {}",
+        line.join(" ")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
