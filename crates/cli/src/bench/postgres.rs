@@ -23,17 +23,7 @@ impl Baseline {
     /// Recreates the baseline's table.
     pub(crate) fn reset(&self) -> anyhow::Result<()> {
         let schema = self.dir.join("pg_event_store_schema.sql");
-        let status = Command::new("psql")
-            .args(["-q", "-v", "ON_ERROR_STOP=1", "-f"])
-            .arg(&schema)
-            .arg(&self.url)
-            .env("PGOPTIONS", "-c client_min_messages=warning")
-            .status()
-            .with_context(|| format!("running psql on {}", schema.display()))?;
-        if !status.success() {
-            bail!("psql failed on {}", schema.display());
-        }
-        Ok(())
+        self.psql(&["-q", "-f", &schema.to_string_lossy()])
     }
 
     /// Runs one baseline script with `clients` connections; returns transactions per second.
@@ -73,6 +63,23 @@ impl Baseline {
         }
     }
 
+    /// Recreates the baseline's table holding `events` events shaped like the bench's own
+    /// (256-byte JSON data, 64-byte JSON metadata, 1,000 events per stream), so W4 reads the
+    /// same number of events from both systems.
+    pub(crate) fn fill(&self, events: u64) -> anyhow::Result<()> {
+        self.reset()?;
+        let data = format!("{{\"payload\":\"{}\"}}", "x".repeat(256 - 14));
+        let metadata = format!("{{\"correlation\":\"{}\"}}", "c".repeat(64 - 18));
+        let sql = format!(
+            "INSERT INTO events(stream, version, type, data, metadata) \
+             SELECT 'fill-' || (g / 1000), g % 1000, 'Filled', '{data}'::jsonb, '{metadata}'::jsonb \
+             FROM generate_series(0, {last}) g",
+            last = events.saturating_sub(1)
+        );
+        self.psql(&["-qc", &sql])
+            .context("filling the baseline table")
+    }
+
     /// Reads the whole table in position order; returns (rows, seconds).
     pub(crate) fn read_all(&self) -> anyhow::Result<(u64, f64)> {
         let count = Command::new("psql")
@@ -84,16 +91,25 @@ impl Baseline {
             .parse()
             .unwrap_or(0);
         let started = Instant::now();
-        let status = Command::new("psql")
-            .args([
-                "-qc",
-                "\\copy (select * from events order by global_position) to '/dev/null'",
-            ])
-            .arg(&self.url)
-            .status()?;
-        if !status.success() {
-            bail!("psql copy failed");
-        }
+        self.psql(&[
+            "-qc",
+            "\\copy (select * from events order by global_position) to '/dev/null'",
+        ])?;
         Ok((rows, started.elapsed().as_secs_f64()))
+    }
+
+    /// Runs psql with `args`, stopping at the first error.
+    fn psql(&self, args: &[&str]) -> anyhow::Result<()> {
+        let status = Command::new("psql")
+            .args(["-v", "ON_ERROR_STOP=1"])
+            .args(args)
+            .arg(&self.url)
+            .env("PGOPTIONS", "-c client_min_messages=warning")
+            .status()
+            .context("running psql")?;
+        if !status.success() {
+            bail!("psql {} failed", args.join(" "));
+        }
+        Ok(())
     }
 }
