@@ -192,14 +192,13 @@ impl Restrictions {
         if event.stream.kind() != StreamKind::Regular {
             return Ok(true);
         }
-        if !self.0.contains_key(&event.stream) {
-            let restriction = access.restriction(&event.stream).await?;
-            self.0.insert(event.stream.clone(), restriction);
+        if let Some(r) = self.0.get(&event.stream) {
+            return Ok(r.shows(event, context, now));
         }
-        Ok(self
-            .0
-            .get(&event.stream)
-            .is_none_or(|r| r.shows(event, context, now)))
+        let restriction = access.restriction(&event.stream).await?;
+        let shows = restriction.shows(event, context, now);
+        self.0.insert(event.stream.clone(), restriction);
+        Ok(shows)
     }
 }
 
@@ -302,7 +301,7 @@ pub async fn read_all<A: AsyncLogAccess>(
     let limit = usize::try_from(options.limit).unwrap_or(usize::MAX);
     let mut budget = options.max_scan.unwrap_or(u64::MAX).max(1);
     let mut restrictions = Restrictions(HashMap::new());
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(limit.min(SCAN_BATCH));
     // `next` is the first position not yet examined; backward, `None` past position 0.
     let mut next = match (options.direction, options.from) {
         (Direction::Forward, AllFrom::Start) => Some(0),

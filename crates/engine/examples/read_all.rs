@@ -1,5 +1,5 @@
 //! Profiling aid: fills a store (fsync off) and reads `$all` from the start a few times.
-//! `cargo run --release -p annals-engine --example read_all -- [events]`
+//! `cargo run --release -p annals-engine --example read_all -- [events] [passes]`
 #![allow(clippy::unwrap_used)] // a measurement tool: any failure should stop it loudly
 
 use std::time::Instant;
@@ -14,6 +14,7 @@ async fn main() {
     let events: u64 = std::env::args()
         .nth(1)
         .map_or(1_000_000, |a| a.parse().unwrap());
+    let passes: usize = std::env::args().nth(2).map_or(3, |a| a.parse().unwrap());
     let dir = tempfile::tempdir_in(".").unwrap();
     let engine = Engine::open(
         dir.path(),
@@ -39,7 +40,7 @@ async fn main() {
         "index memory after {events} events in 1,000 streams: {:.1} MiB (memtables + run fences)",
         engine.index_memory_bytes() as f64 / (1 << 20) as f64
     );
-    for _ in 0..3 {
+    for _ in 0..passes {
         let started = Instant::now();
         let mut options = ReadAllOptions::forward().limit(10_000);
         let mut count = 0;

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::device::{StdVfs, Vfs};
 use crate::index::{Entry, Index, KeyKind, key_hash};
-use crate::log::Log;
+use crate::log::{self, Log};
 use crate::record::Record;
 use crate::{recovery, writer};
 
@@ -425,7 +425,30 @@ struct Snapshot<'a> {
     head: u64,
 }
 
+/// Most events a forward scan reserves room for up front.
+const SCAN_RESERVE: usize = 1024;
+
 impl Snapshot<'_> {
+    /// Where a scan of positions `from..=last` starts (the sparse entry at or before `from`)
+    /// and how many bytes it will read: up to the next sparse entry after `last` when that is
+    /// in the same segment, otherwise a full chunk.
+    fn span(&self, from: u64, last: u64) -> Option<(u64, usize)> {
+        let published = self.shared.published.read();
+        let sparse = &published.sparse;
+        let start = sparse.partition_point(|(p, _)| *p <= from).checked_sub(1)?;
+        let (_, address) = sparse[start];
+        let end = sparse.partition_point(|(p, _)| *p <= last);
+        let (segment, offset) = log::split(address);
+        let expected = match sparse.get(end).map(|(_, a)| log::split(*a)) {
+            Some((s, end_offset)) if s == segment => end_offset
+                .checked_sub(offset)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(log::SCAN_CHUNK),
+            _ => log::SCAN_CHUNK,
+        };
+        Some((address, expected))
+    }
+
     /// The sparse entry at or before `position`.
     fn floor(&self, position: u64) -> Option<(u64, u64)> {
         let published = self.shared.published.read();
@@ -435,11 +458,12 @@ impl Snapshot<'_> {
 
     /// Records `from..=to` (positions), ascending.
     fn forward(&self, from: u64, to: u64, max: usize) -> Result<Vec<RecordedEvent>, StorageError> {
-        let mut out = Vec::new();
-        let Some((_, address)) = self.floor(from) else {
+        let mut out = Vec::with_capacity(max.min(SCAN_RESERVE));
+        let last = to.min(from.saturating_add(max as u64).saturating_sub(1));
+        let Some((address, expected)) = self.span(from, last) else {
             return Ok(out);
         };
-        self.shared.log.scan(address, |record, _| {
+        self.shared.log.scan(address, expected, |record, _| {
             let position = record.event.position.0;
             if position > to || position >= self.head {
                 return false;

@@ -232,7 +232,7 @@ impl Log {
                 let at = usize::try_from(split(address).1 - start).unwrap_or(usize::MAX);
                 let decoded = span
                     .get(at..)
-                    .map(|_| record::decode_with(&span.slice(at..), &mut names));
+                    .map(|_| record::decode_at(&span, at, &mut names));
                 let record = match decoded {
                     Some(Ok((record, _))) => record,
                     // Past the span (a large record): read it alone.
@@ -257,26 +257,36 @@ impl Log {
     }
 
     /// Reads consecutive committed records starting at `address`, calling `visit` for each
-    /// until it returns false or committed data ends. Crosses segment boundaries.
+    /// until it returns false or committed data ends. Crosses segment boundaries. `expected`
+    /// is how many bytes the caller expects to want (it sizes the first read).
     pub fn scan(
         &self,
         address: u64,
+        expected: usize,
         mut visit: impl FnMut(Record, u64) -> bool,
     ) -> Result<(), StorageError> {
         let (mut number, mut offset) = split(address);
+        let mut first_chunk = expected;
         while let Some(segment) = self.segment(number) {
             let mut stop = false;
             let mut failure = None;
-            read_records(&segment, offset, segment.committed(), |item| match item {
-                Ok((record, at, _)) => {
-                    stop = !visit(record, self::address(number, at));
-                    !stop
-                }
-                Err((at, e)) => {
-                    failure = Some(segment.corrupt(at, e));
-                    false
-                }
-            })?;
+            let chunk = std::mem::replace(&mut first_chunk, SCAN_CHUNK);
+            read_records(
+                &segment,
+                offset,
+                segment.committed(),
+                chunk,
+                |item| match item {
+                    Ok((record, at, _)) => {
+                        stop = !visit(record, self::address(number, at));
+                        !stop
+                    }
+                    Err((at, e)) => {
+                        failure = Some(segment.corrupt(at, e));
+                        false
+                    }
+                },
+            )?;
             if let Some(e) = failure {
                 return Err(e);
             }
@@ -295,28 +305,33 @@ pub type ReadItem = Result<(Record, u64, usize), (u64, DecodeError)>;
 
 /// Decodes the records of `segment` in `offset..end`, in chunks, calling `visit` for each
 /// (and once for the first failure, after which it stops). `visit` returns false to stop.
+/// The first chunk is `first_chunk` bytes (when the caller knows how much it wants: reading
+/// and zeroing a whole [`SCAN_CHUNK`] for a few records costs more than decoding them), the
+/// rest [`SCAN_CHUNK`].
 pub fn read_records(
     segment: &Segment,
     mut offset: u64,
     end: u64,
+    first_chunk: usize,
     mut visit: impl FnMut(ReadItem) -> bool,
 ) -> Result<(), StorageError> {
     let mut names = record::NameCache::default();
+    let mut chunk_len = first_chunk.clamp(4096, SCAN_CHUNK);
     while offset < end {
         let remaining = end - offset;
         let mut want = usize::try_from(remaining)
             .unwrap_or(usize::MAX)
-            .min(SCAN_CHUNK);
+            .min(chunk_len);
+        chunk_len = SCAN_CHUNK;
         let mut chunk = segment.read(offset, want)?;
         let mut consumed = 0usize;
-        while !chunk.is_empty() {
-            match record::decode_with(&chunk, &mut names) {
+        while consumed < chunk.len() {
+            match record::decode_at(&chunk, consumed, &mut names) {
                 Ok((record, len)) => {
                     if !visit(Ok((record, offset + consumed as u64, len))) {
                         return Ok(());
                     }
                     consumed += len;
-                    chunk = chunk.slice(len..);
                 }
                 Err(DecodeError::Truncated { need, .. })
                     if consumed > 0 || (need > want && need as u64 <= remaining) =>

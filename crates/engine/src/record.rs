@@ -168,38 +168,86 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// streams share one allocation per name instead of one per record.
 #[derive(Debug, Default)]
 pub struct NameCache {
-    streams: std::collections::HashMap<Box<[u8]>, StreamName>,
-    types: std::collections::HashMap<Box<[u8]>, EventType>,
+    streams: Names<StreamName>,
+    types: Names<EventType>,
 }
 
-/// Names kept before the cache starts over (bounds its memory).
+/// Names kept before a cache starts over (bounds its memory).
 const NAME_CACHE_LIMIT: usize = 4096;
+
+/// One kind of name: the last one decoded (consecutive records usually share it, and a
+/// comparison is cheaper than hashing), then a map.
+#[derive(Debug)]
+struct Names<N> {
+    last: Option<N>,
+    map: std::collections::HashMap<Box<[u8]>, N>,
+}
+
+impl<N> Default for Names<N> {
+    fn default() -> Self {
+        Self {
+            last: None,
+            map: std::collections::HashMap::new(),
+        }
+    }
+}
+
+/// A name's text, to compare with the bytes of a record.
+trait NameText {
+    fn text(&self) -> &str;
+}
+
+impl NameText for StreamName {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl NameText for EventType {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl<N: Clone + NameText> Names<N> {
+    fn get(
+        &mut self,
+        bytes: &[u8],
+        make: impl FnOnce(&[u8]) -> Result<N, DecodeError>,
+    ) -> Result<N, DecodeError> {
+        if let Some(name) = &self.last
+            && name.text().as_bytes() == bytes
+        {
+            return Ok(name.clone());
+        }
+        let name = match self.map.get(bytes) {
+            Some(name) => name.clone(),
+            None => {
+                let name = make(bytes)?;
+                if self.map.len() >= NAME_CACHE_LIMIT {
+                    self.map.clear();
+                }
+                self.map.insert(bytes.into(), name.clone());
+                name
+            }
+        };
+        self.last = Some(name.clone());
+        Ok(name)
+    }
+}
 
 impl NameCache {
     fn stream(&mut self, bytes: &[u8]) -> Result<StreamName, DecodeError> {
-        if let Some(name) = self.streams.get(bytes) {
-            return Ok(name.clone());
-        }
-        let name = StreamName::new(text(bytes, "stream name")?)
-            .map_err(|e| DecodeError::Invalid(e.to_string()))?;
-        if self.streams.len() >= NAME_CACHE_LIMIT {
-            self.streams.clear();
-        }
-        self.streams.insert(bytes.into(), name.clone());
-        Ok(name)
+        self.streams.get(bytes, |b| {
+            StreamName::new(text(b, "stream name")?)
+                .map_err(|e| DecodeError::Invalid(e.to_string()))
+        })
     }
 
     fn event_type(&mut self, bytes: &[u8]) -> Result<EventType, DecodeError> {
-        if let Some(name) = self.types.get(bytes) {
-            return Ok(name.clone());
-        }
-        let name = EventType::new(text(bytes, "event type")?)
-            .map_err(|e| DecodeError::Invalid(e.to_string()))?;
-        if self.types.len() >= NAME_CACHE_LIMIT {
-            self.types.clear();
-        }
-        self.types.insert(bytes.into(), name.clone());
-        Ok(name)
+        self.types.get(bytes, |b| {
+            EventType::new(text(b, "event type")?).map_err(|e| DecodeError::Invalid(e.to_string()))
+        })
     }
 }
 
@@ -215,15 +263,27 @@ pub fn decode(buf: &Bytes) -> Result<(Record, usize), DecodeError> {
 
 /// [`decode`] with a name cache shared across calls.
 pub fn decode_with(buf: &Bytes, names: &mut NameCache) -> Result<(Record, usize), DecodeError> {
-    let total = frame_len(buf)?;
-    if buf.len() < total {
+    decode_at(buf, 0, names)
+}
+
+/// Decodes the record that starts at `start` in `buf`; returns it and its length. Payloads
+/// are slices of `buf`; names come from `names`, so a scan allocates nothing per record for
+/// them.
+pub fn decode_at(
+    buf: &Bytes,
+    start: usize,
+    names: &mut NameCache,
+) -> Result<(Record, usize), DecodeError> {
+    let frame = buf.get(start..).unwrap_or_default();
+    let total = frame_len(frame)?;
+    if frame.len() < total {
         return Err(DecodeError::Truncated {
             need: total,
-            have: buf.len(),
+            have: frame.len(),
         });
     }
-    let body = &buf[FRAME_LEN..total];
-    let stored = u32_at(buf, 4);
+    let body = &frame[FRAME_LEN..total];
+    let stored = u32_at(frame, 4);
     let computed = crc32c::crc32c(body);
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
@@ -244,18 +304,13 @@ pub fn decode_with(buf: &Bytes, names: &mut NameCache) -> Result<(Record, usize)
             "field lengths do not add up to the body".into(),
         ));
     }
-    let mut at = FRAME_LEN + BODY_HEADER_LEN;
-    let mut take = |n: usize| {
-        let slice = buf.slice(at..at + n);
-        at += n;
-        slice
-    };
-    let stream = take(stream_len);
-    let event_type = take(type_len);
-    let data = take(data_len);
-    let metadata = take(meta_len);
-    let stream = names.stream(&stream)?;
-    let event_type = names.event_type(&event_type)?;
+    let names_at = BODY_HEADER_LEN;
+    let stream = names.stream(&body[names_at..names_at + stream_len])?;
+    let type_at = names_at + stream_len;
+    let event_type = names.event_type(&body[type_at..type_at + type_len])?;
+    let data_at = start + FRAME_LEN + type_at + type_len;
+    let data = buf.slice(data_at..data_at + data_len);
+    let metadata = buf.slice(data_at + data_len..data_at + data_len + meta_len);
     let mut id = [0; 16];
     id.copy_from_slice(&body[40..56]);
     let event = RecordedEvent {
@@ -387,6 +442,54 @@ mod tests {
         for len in 0..clean.len() {
             assert!(decode(&Bytes::copy_from_slice(&clean[..len])).is_err());
         }
+    }
+
+    #[test]
+    fn records_decode_in_place_with_a_shared_name_cache() {
+        // Consecutive records with repeated and alternating names, decoded where they lie in
+        // one buffer: each must get its own names and payload slices.
+        let names = [
+            ("a-1", "X"),
+            ("a-1", "X"),
+            ("b-2", "Y"),
+            ("a-1", "Y"),
+            ("c-3", "X"),
+        ];
+        let mut buf = Vec::new();
+        for (i, (stream, event_type)) in names.iter().enumerate() {
+            let data = format!("{{\"i\":{i}}}");
+            encode(
+                &RecordRef {
+                    stream,
+                    event_type,
+                    revision: i as u64,
+                    position: Position(i as u64),
+                    group_start: Position(0),
+                    created: Timestamp(1),
+                    id: Uuid::from_u128(i as u128),
+                    flags: FLAG_JSON,
+                    data: data.as_bytes(),
+                    metadata: stream.as_bytes(),
+                },
+                &mut buf,
+            );
+        }
+        let buf = Bytes::from(buf);
+        let mut cache = NameCache::default();
+        let mut at = 0;
+        for (i, (stream, event_type)) in names.iter().enumerate() {
+            let (record, len) = decode_at(&buf, at, &mut cache).unwrap();
+            at += len;
+            assert_eq!(record.event.stream.as_str(), *stream);
+            assert_eq!(record.event.event_type.as_str(), *event_type);
+            assert_eq!(record.event.data, format!("{{\"i\":{i}}}").as_bytes());
+            assert_eq!(record.event.metadata, stream.as_bytes());
+        }
+        assert_eq!(at, buf.len());
+        assert!(
+            decode_at(&buf, at, &mut cache).is_err(),
+            "nothing past the end"
+        );
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl<'a> Replay<'a> {
             }
             let mut failure = None;
             let mut step = Ok(());
-            read_records(segment, offset, len, |item| {
+            read_records(segment, offset, len, log::SCAN_CHUNK, |item| {
                 let checked = item.and_then(|(record, at, _)| self.check_position(record, at));
                 match checked {
                     Ok((record, at)) => {

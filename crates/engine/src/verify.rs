@@ -100,28 +100,34 @@ fn check_segment(
         .map_err(|e| StorageError::io("sizing a segment", e))?;
     let mut failure = None;
     let mut open_txn = None;
-    read_records(segment, SEGMENT_HEADER_LEN, len, |item| match item {
-        Ok((record, at, size)) if record.event.position.0 == expected => {
-            expected += 1;
-            report.records += 1;
-            report.record_bytes += size as u64;
-            open_txn = if record.ends_txn() {
-                None
-            } else {
-                open_txn.or(Some(at))
-            };
-            true
-        }
-        Ok((record, at, _)) => {
-            let p = record.event.position;
-            failure = Some((at, format!("record has position {p}, expected {expected}")));
-            false
-        }
-        Err((at, e)) => {
-            failure = Some((at, e.to_string()));
-            false
-        }
-    })?;
+    read_records(
+        segment,
+        SEGMENT_HEADER_LEN,
+        len,
+        log::SCAN_CHUNK,
+        |item| match item {
+            Ok((record, at, size)) if record.event.position.0 == expected => {
+                expected += 1;
+                report.records += 1;
+                report.record_bytes += size as u64;
+                open_txn = if record.ends_txn() {
+                    None
+                } else {
+                    open_txn.or(Some(at))
+                };
+                true
+            }
+            Ok((record, at, _)) => {
+                let p = record.event.position;
+                failure = Some((at, format!("record has position {p}, expected {expected}")));
+                false
+            }
+            Err((at, e)) => {
+                failure = Some((at, e.to_string()));
+                false
+            }
+        },
+    )?;
     let path = segment.path.clone();
     match (failure, is_last) {
         (Some((at, reason)), true) => report.torn_tail = Some((path, at, reason)),
