@@ -128,6 +128,7 @@ pub(crate) struct Counters {
     pub(crate) syncs: AtomicU64,
     pub(crate) records: AtomicU64,
     pub(crate) requests: AtomicU64,
+    pub(crate) overlapped: AtomicU64,
 }
 
 /// Totals since the engine was opened.
@@ -141,6 +142,8 @@ pub struct Stats {
     pub records: u64,
     /// Write requests answered.
     pub requests: u64,
+    /// Groups written while the group before them was still being synced.
+    pub overlapped: u64,
 }
 
 impl Shared {
@@ -325,7 +328,7 @@ impl Engine {
         &self.shared.config
     }
 
-    /// Totals since open: group commits, syncs, records, requests.
+    /// Totals since open: group commits, syncs, records, requests, overlapped groups.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.stats;
         Stats {
@@ -333,6 +336,7 @@ impl Engine {
             syncs: c.syncs.load(Ordering::Relaxed),
             records: c.records.load(Ordering::Relaxed),
             requests: c.requests.load(Ordering::Relaxed),
+            overlapped: c.overlapped.load(Ordering::Relaxed),
         }
     }
 

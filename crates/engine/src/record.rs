@@ -36,8 +36,10 @@ pub struct Record {
     pub event: RecordedEvent,
     /// Flags (`FLAG_*`).
     pub flags: u8,
-    /// Position of the first record of the group commit this record was written in.
-    pub group_start: Position,
+    /// Every position below this was on stable storage when the record was written: the
+    /// first position of its group commit, or of the group still being synced then.
+    /// Recovery's proof that damage before it is not a torn tail.
+    pub synced_before: Position,
 }
 
 impl Record {
@@ -63,8 +65,8 @@ pub struct RecordRef<'a> {
     pub revision: u64,
     /// Global position.
     pub position: Position,
-    /// First position of the group.
-    pub group_start: Position,
+    /// Every position below this is synced (see [`Record::synced_before`]).
+    pub synced_before: Position,
     /// Commit time.
     pub created: Timestamp,
     /// Event id.
@@ -93,7 +95,7 @@ pub fn encode(record: &RecordRef<'_>, buf: &mut Vec<u8>) -> usize {
     buf.extend_from_slice(&(record.stream.len() as u16).to_le_bytes());
     buf.extend_from_slice(&(record.event_type.len() as u16).to_le_bytes());
     buf.extend_from_slice(&record.position.0.to_le_bytes());
-    buf.extend_from_slice(&record.group_start.0.to_le_bytes());
+    buf.extend_from_slice(&record.synced_before.0.to_le_bytes());
     buf.extend_from_slice(&record.revision.to_le_bytes());
     buf.extend_from_slice(&record.created.as_micros().to_le_bytes());
     buf.extend_from_slice(record.id.as_bytes());
@@ -331,7 +333,7 @@ pub fn decode_at(
     let record = Record {
         event,
         flags,
-        group_start: Position(u64_at(body, 16)),
+        synced_before: Position(u64_at(body, 16)),
     };
     Ok((record, total))
 }
@@ -395,7 +397,7 @@ mod tests {
                 event_type: "Placed",
                 revision: 3,
                 position: Position(42),
-                group_start: Position(40),
+                synced_before: Position(40),
                 created: Timestamp(7),
                 id: Uuid::from_u128(9),
                 flags,
@@ -414,7 +416,7 @@ mod tests {
         assert_eq!(len, buf.len());
         assert_eq!(record.event.stream.as_str(), "order-1");
         assert_eq!(record.event.position, Position(42));
-        assert_eq!(record.group_start, Position(40));
+        assert_eq!(record.synced_before, Position(40));
         assert_eq!(record.event.revision, 3);
         assert_eq!(record.event.id, Uuid::from_u128(9));
         assert_eq!(&record.event.data[..], b"{\"a\":1}");
@@ -464,7 +466,7 @@ mod tests {
                     event_type,
                     revision: i as u64,
                     position: Position(i as u64),
-                    group_start: Position(0),
+                    synced_before: Position(0),
                     created: Timestamp(1),
                     id: Uuid::from_u128(i as u128),
                     flags: FLAG_JSON,

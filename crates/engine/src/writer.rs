@@ -1,15 +1,25 @@
-//! The single writer with group commit.
+//! The single writer with pipelined group commit.
 //!
-//! Appenders put requests on a bounded queue. The writer thread takes one, then everything
-//! else already waiting (up to `group_max_bytes`), plans each request against the committed
-//! state plus what the group has planned so far, encodes the records with gap-free
-//! positions, writes the group with one `write_at`, calls `sync_data` once, publishes the
-//! group to readers and subscribers, and only then answers every request of the group.
-//! A failed write or sync poisons the engine: no later group is attempted.
+//! Two threads share the work, so the CPU work of one group overlaps the sync of the one
+//! before it:
+//!
+//! - the **writer** takes one request from the bounded queue, then everything else already
+//!   waiting (up to `group_max_bytes`), plans each request against the committed state, the
+//!   group in flight and what this group has planned so far, encodes the records with
+//!   gap-free positions, writes the group with one `write_at` and hands it to the syncer;
+//! - the **syncer** calls `sync_data` once per group, publishes the group to readers and
+//!   subscribers, and only then answers every request of the group, in group order.
+//!
+//! The hand-off is a rendezvous, so at most one group is being synced while the next is
+//! built. Every answer, including a rejection or an idempotent re-send that wrote nothing,
+//! goes out through the syncer after the groups before it were synced: nothing a caller
+//! hears depends on bytes that are not durable. A failed write or sync poisons the engine:
+//! no later group is written, and every request not yet answered fails.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,11 +29,12 @@ use annals_core::{
     AppendError, AppendResult, ContentType, Direction, Position, RecordedEvent, StorageError,
     StreamMetadata, StreamName, WriteRequest,
 };
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::engine::{Shared, apply_restriction, entries_for};
-use crate::index::{KeyKind, key_hash};
+use crate::index::{Entry, KeyKind, key_hash};
 use crate::log::{self, Segment};
 use crate::record::{
     self, FLAG_JSON, FLAG_LAST_IN_TXN, FLAG_TOMBSTONE, RecordRef, SEGMENT_HEADER_LEN,
@@ -31,6 +42,9 @@ use crate::record::{
 
 /// The longest a group waits for appenders answered by the previous group.
 const MAX_LINGER: Duration = Duration::from_micros(250);
+
+/// How often the writer checks whether the group in flight is synced, when it must wait.
+const SYNCED_POLL: Duration = Duration::from_micros(50);
 
 /// A queued write and where its answer goes.
 #[derive(Debug)]
@@ -40,8 +54,9 @@ pub(crate) struct Request {
 }
 
 type Reply = oneshot::Sender<Result<Vec<AppendResult>, AppendError>>;
+type Answer = (Reply, Result<Vec<AppendResult>, AppendError>);
 
-/// Starts the writer and the index flusher; returns their threads.
+/// Starts the writer, the syncer and the index flusher; returns their threads.
 pub(crate) fn start(
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Request>,
@@ -64,21 +79,40 @@ pub(crate) fn start(
         })
         .map_err(|e| StorageError::io("starting the index flusher", e))?;
     let next_position = shared.published.read().next_position;
+    let (to_syncer, groups) = std_mpsc::sync_channel::<Written>(0);
+    let finisher = Arc::new(Mutex::new(Finisher {
+        shared: Arc::clone(&shared),
+        durable_through: next_position,
+        last_sync: Duration::ZERO,
+        flush_tx,
+    }));
+    let finished = Arc::new(AtomicU64::new(0));
+    let syncer = Syncer {
+        groups,
+        finisher: Arc::clone(&finisher),
+        finished: Arc::clone(&finished),
+    };
+    let syncer = spawn("annals-sync")
+        .spawn(move || syncer.run())
+        .map_err(|e| StorageError::io("starting the syncer", e))?;
     let writer = Writer {
         shared,
         requests,
         segment,
         offset: tail.1,
         next_position,
-        durable_through: next_position,
-        flush_tx,
+        to_syncer,
+        finisher,
+        finished,
+        handed: 0,
         seqs: HashMap::new(),
         states: HashMap::new(),
+        in_flight: Pending::default(),
     };
     let writer = spawn("annals-writer")
         .spawn(move || writer.run())
         .map_err(|e| StorageError::io("starting the writer", e))?;
-    Ok(vec![writer, flusher])
+    Ok(vec![writer, syncer, flusher])
 }
 
 struct Writer {
@@ -88,13 +122,19 @@ struct Writer {
     /// Where the next group goes in `segment`.
     offset: u64,
     next_position: u64,
-    /// Every position below this is on stable storage (or would be, with `sync` off).
-    durable_through: u64,
-    flush_tx: std_mpsc::Sender<()>,
-    /// Next sequence number per category / event-type key (only the writer assigns them).
+    to_syncer: std_mpsc::SyncSender<Written>,
+    finisher: Arc<Mutex<Finisher>>,
+    /// Groups the syncer has finished, and groups handed to it.
+    finished: Arc<AtomicU64>,
+    handed: u64,
+    /// Next sequence number per category / event-type key (only the writer assigns them),
+    /// including the group in flight.
     seqs: HashMap<u64, u64>,
-    /// Last committed state of recently written streams (only the writer changes them).
+    /// Last state of recently written streams (only the writer changes them), including the
+    /// group in flight.
     states: HashMap<StreamName, StreamState>,
+    /// What the last group handed to the syncer planned; it may not be published yet.
+    in_flight: Pending,
 }
 
 /// Entries the writer's caches hold before they start over.
@@ -107,18 +147,42 @@ struct Encoded {
     offset_in_group: u64,
 }
 
+/// `$all` sparse index entries: (position, address).
+type Sparse = Vec<(u64, u64)>;
+
+/// A group on its way from the writer to the syncer.
+struct Written {
+    /// What the group wrote; `None` when every request was answered without writing.
+    log: Option<WrittenLog>,
+    answers: Vec<Answer>,
+}
+
+/// The log side of a written group: what to sync and what to publish after.
+struct WrittenLog {
+    segment: Arc<Segment>,
+    /// The segment's length after the group.
+    end_offset: u64,
+    /// The position after the group's last record.
+    end_position: u64,
+    records: u64,
+    entries: Vec<Entry>,
+    sparse: Sparse,
+    /// Metadata and tombstone records, which change the restrictions.
+    restricting: Vec<(RecordedEvent, bool)>,
+}
+
 impl Writer {
     fn run(mut self) {
         let limit = self.shared.config.group_max_bytes;
-        // How many requests the previous group held, and how long its sync took: appenders
+        // How many requests the previous group held, and how long it took: appenders
         // answered by the last group are usually about to send again, so a group that is
-        // much smaller than the last one waits a moment (a fraction of a sync) for them.
+        // much smaller than the last one waits a moment (a fraction of a group) for them.
         let mut previous = 0usize;
-        let mut last_sync = Duration::ZERO;
+        let mut last_group = Duration::ZERO;
         while let Some(first) = self.requests.blocking_recv() {
             let mut bytes = request_bytes(&first.write);
             let mut group = vec![first];
-            let linger = (last_sync / 4).min(MAX_LINGER);
+            let linger = (last_group / 4).min(MAX_LINGER);
             let deadline = Instant::now() + linger;
             let mut target = None;
             loop {
@@ -143,29 +207,41 @@ impl Writer {
             }
             previous = group.len();
             let started = Instant::now();
-            self.commit(group);
-            last_sync = started.elapsed();
+            self.commit(group, bytes);
+            last_group = started.elapsed();
         }
     }
 
-    fn commit(&mut self, group: Vec<Request>) {
+    /// Plans, encodes and writes a group, then hands it to the syncer (waiting while the
+    /// group before it is being synced).
+    fn commit(&mut self, group: Vec<Request>, bytes: usize) {
         if let Some(poisoned) = self.shared.poisoned() {
             for request in group {
                 let _ = request.reply.send(Err(poisoned.clone().into()));
             }
             return;
         }
+        if let Err(e) = self.trim_caches() {
+            for request in group {
+                let _ = request.reply.send(Err(e.clone().into()));
+            }
+            return;
+        }
+        let building = Instant::now();
         let group_start = self.next_position;
+        // Published means synced: recovery may treat damage at or after this as a torn tail.
+        let synced_before = Position(self.shared.published.read().next_position);
         let created = self.shared.config.clock.now();
         let mut pending = Pending::default();
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(bytes);
         let mut encoded = Vec::new();
-        let mut answers: Vec<(Reply, Result<Vec<AppendResult>, AppendError>)> = Vec::new();
+        let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
         for request in group {
             let planned = {
                 let mut view = GroupView {
                     shared: &self.shared,
                     pending: &mut pending,
+                    in_flight: &self.in_flight,
                     states: &self.states,
                 };
                 write::poll_ready(write::plan(&mut view, request.write)).unwrap_or_else(|| {
@@ -181,13 +257,7 @@ impl Writer {
                 for (i, (record, position)) in plan.records.iter().zip(&positions).enumerate() {
                     let event = recorded(record, *position, created);
                     let offset_in_group = buf.len() as u64;
-                    encode(
-                        &event,
-                        record.tombstone,
-                        i == last,
-                        Position(group_start),
-                        &mut buf,
-                    );
+                    encode(&event, record.tombstone, i == last, synced_before, &mut buf);
                     pending.apply(&event, record.tombstone);
                     encoded.push(Encoded {
                         event,
@@ -199,91 +269,110 @@ impl Writer {
             });
             answers.push((request.reply, result));
         }
-        if !buf.is_empty()
-            && let Err(e) = self.write_group(&buf, &encoded)
-        {
-            {
-                self.shared.poison(&e);
-                self.next_position = group_start;
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(e.clone().into()));
+        let log = if buf.is_empty() {
+            None
+        } else {
+            match self.write_group(&buf, encoded) {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    if !matches!(e, StorageError::Poisoned { .. }) {
+                        self.shared.poison(&e);
+                    }
+                    self.next_position = group_start;
+                    for (reply, _) in answers {
+                        let _ = reply.send(Err(e.clone().into()));
+                    }
+                    return;
                 }
+            }
+        };
+        self.in_flight = pending;
+        let group = Written { log, answers };
+        if self.requests.is_empty() && self.finished.load(Acquire) == self.handed {
+            // Nothing is in flight and nothing waits to be planned. Unless building groups
+            // takes long enough that overlapping the next one with this sync pays, finish
+            // here: it saves waking the syncer (most of a lone appender's overhead).
+            let mut finisher = self.finisher.lock();
+            if building.elapsed() < finisher.last_sync / 2 {
+                finisher.finish(group);
                 return;
             }
         }
-        // Every answer below is for a group whose bytes are synced (or an answer that
-        // wrote nothing).
-        self.shared
-            .stats
-            .requests
-            .fetch_add(answers.len() as u64, Relaxed);
-        for (reply, result) in answers {
-            if let Ok(results) = &result {
-                // Nothing is acknowledged before the sync that covers it.
-                debug_assert!(
-                    results
-                        .iter()
-                        .filter_map(AppendResult::last_position)
-                        .all(|p| p.0 < self.durable_through),
-                    "acknowledging an append that is not yet durable"
-                );
+        self.handed += 1;
+        if let Err(std_mpsc::SendError(group)) = self.to_syncer.send(group) {
+            let e = StorageError::backend("the syncer thread is gone");
+            self.shared.poison(&e);
+            for (reply, _) in group.answers {
+                let _ = reply.send(Err(e.clone().into()));
             }
-            let _ = reply.send(result);
         }
-        self.maybe_flush();
     }
 
-    /// Writes, syncs and publishes a group.
-    fn write_group(&mut self, buf: &[u8], encoded: &[Encoded]) -> Result<(), StorageError> {
+    /// Writes a group to the log (without syncing it) and prepares what publishing it takes.
+    fn write_group(
+        &mut self,
+        buf: &[u8],
+        encoded: Vec<Encoded>,
+    ) -> Result<WrittenLog, StorageError> {
         let len = buf.len() as u64;
         if self.offset > SEGMENT_HEADER_LEN && self.offset + len > self.shared.config.segment_bytes
         {
-            self.roll(
-                encoded
-                    .first()
-                    .map_or(self.next_position, |e| e.event.position.0),
-            )?;
+            // A new segment is not the last one any more once a later group lands in it, so
+            // everything in the current one must be synced first (recovery cuts torn tails
+            // only in the last segment).
+            let group_start = encoded
+                .first()
+                .map_or(self.next_position, |e| e.event.position.0);
+            self.wait_until_published(group_start)?;
+            self.roll(group_start)?;
         }
-        let device = &self.segment.device;
-        let io = |what: &str, e| {
-            StorageError::io(
-                format!("{what} {} at {}", self.segment.path.display(), self.offset),
-                e,
-            )
-        };
-        device
-            .write_at(buf, self.offset)
-            .map_err(|e| io("writing", e))?;
-        if self.shared.config.sync {
-            device.sync_data().map_err(|e| io("syncing", e))?;
-            self.shared.stats.syncs.fetch_add(1, Relaxed);
+        // After a failed sync of the group in flight, nothing more is written.
+        if let Some(poisoned) = self.shared.poisoned() {
+            return Err(poisoned);
         }
-        self.shared.stats.groups.fetch_add(1, Relaxed);
-        self.shared
-            .stats
-            .records
-            .fetch_add(encoded.len() as u64, Relaxed);
-        self.durable_through = encoded
-            .last()
-            .map_or(self.durable_through, |e| e.event.position.0 + 1);
-        self.publish(encoded)?;
-        self.offset += len;
+        if self.finished.load(Acquire) != self.handed {
+            self.shared.stats.overlapped.fetch_add(1, Relaxed);
+        }
         self.segment
-            .committed_len
-            .store(self.offset, std::sync::atomic::Ordering::Release);
-        let head = Position(self.next_position);
-        self.shared.head.send_replace(head);
-        Ok(())
+            .device
+            .write_at(buf, self.offset)
+            .map_err(|e| {
+                StorageError::io(
+                    format!("writing {} at {}", self.segment.path.display(), self.offset),
+                    e,
+                )
+            })?;
+        let (entries, sparse) = self.index_entries(&encoded)?;
+        for e in &encoded {
+            let state = StreamState {
+                last_revision: Some(e.event.revision),
+                last_event_id: Some(e.event.id),
+                tombstoned: e.tombstone,
+            };
+            self.states.insert(e.event.stream.clone(), state);
+        }
+        self.offset += len;
+        let records = encoded.len() as u64;
+        let restricting = encoded
+            .into_iter()
+            .filter(|e| e.tombstone || e.event.stream.metadata_target().is_some())
+            .map(|e| (e.event, e.tombstone))
+            .collect();
+        Ok(WrittenLog {
+            segment: Arc::clone(&self.segment),
+            end_offset: self.offset,
+            end_position: self.next_position,
+            records,
+            entries,
+            sparse,
+            restricting,
+        })
     }
 
-    /// Makes a synced group visible: index entries, restrictions, sparse index, head.
-    fn publish(&mut self, encoded: &[Encoded]) -> Result<(), StorageError> {
-        if self.seqs.len() > CACHE_LIMIT {
-            self.seqs.clear();
-        }
-        if self.states.len() > CACHE_LIMIT {
-            self.states.clear();
-        }
+    /// The index entries of a group about to be written at `self.offset`, and its `$all`
+    /// sparse entries.
+    fn index_entries(&mut self, encoded: &[Encoded]) -> Result<(Vec<Entry>, Sparse), StorageError> {
+        let all = key_hash(KeyKind::All, "");
         let mut entries = Vec::with_capacity(encoded.len() * 3);
         let mut sparse = Vec::new();
         for e in encoded {
@@ -296,7 +385,6 @@ impl Writer {
                 first_in_segment,
                 &mut self.seqs,
             )?;
-            let all = key_hash(KeyKind::All, "");
             sparse.extend(
                 new.iter()
                     .filter(|n| n.key == all)
@@ -304,26 +392,32 @@ impl Writer {
             );
             entries.extend(new);
         }
-        self.shared.index.insert(entries);
-        let mut published = self.shared.published.write();
-        for e in encoded
-            .iter()
-            .filter(|e| e.tombstone || e.event.stream.metadata_target().is_some())
-        {
-            apply_restriction(&mut published.restrictions, &e.event, e.tombstone);
+        Ok((entries, sparse))
+    }
+
+    /// Starts the caches over when they grew too large. They cover the group in flight,
+    /// which the index may not have yet, so this first waits until it is published.
+    fn trim_caches(&mut self) -> Result<(), StorageError> {
+        if self.seqs.len() <= CACHE_LIMIT && self.states.len() <= CACHE_LIMIT {
+            return Ok(());
         }
-        published.sparse.extend(sparse);
-        published.next_position = self.next_position;
-        drop(published);
-        for e in encoded {
-            let state = StreamState {
-                last_revision: Some(e.event.revision),
-                last_event_id: Some(e.event.id),
-                tombstoned: e.tombstone,
-            };
-            self.states.insert(e.event.stream.clone(), state);
-        }
+        self.wait_until_published(self.next_position)?;
+        self.seqs.clear();
+        self.states.clear();
         Ok(())
+    }
+
+    /// Waits until the syncer has synced and published every position below `position`.
+    fn wait_until_published(&self, position: u64) -> Result<(), StorageError> {
+        loop {
+            if let Some(poisoned) = self.shared.poisoned() {
+                return Err(poisoned);
+            }
+            if self.shared.published.read().next_position >= position {
+                return Ok(());
+            }
+            std::thread::sleep(SYNCED_POLL);
+        }
     }
 
     /// Starts a new segment whose first record will be at `base`.
@@ -341,14 +435,122 @@ impl Writer {
         self.offset = SEGMENT_HEADER_LEN;
         Ok(())
     }
+}
 
-    fn maybe_flush(&mut self) {
+/// Runs the groups the writer hands over through the [`Finisher`], in order.
+struct Syncer {
+    groups: std_mpsc::Receiver<Written>,
+    finisher: Arc<Mutex<Finisher>>,
+    finished: Arc<AtomicU64>,
+}
+
+impl Syncer {
+    fn run(self) {
+        while let Ok(group) = self.groups.recv() {
+            self.finisher.lock().finish(group);
+            self.finished.fetch_add(1, Release);
+        }
+    }
+}
+
+/// Syncs written groups, publishes them and answers their requests. The syncer thread
+/// runs it, or the writer itself when nothing is in flight.
+struct Finisher {
+    shared: Arc<Shared>,
+    /// Every position below this is on stable storage (or would be, with `sync` off).
+    durable_through: u64,
+    /// How long the last sync took.
+    last_sync: Duration,
+    flush_tx: std_mpsc::Sender<()>,
+}
+
+impl Finisher {
+    fn finish(&mut self, group: Written) {
+        if let Some(poisoned) = self.shared.poisoned() {
+            for (reply, _) in group.answers {
+                let _ = reply.send(Err(poisoned.clone().into()));
+            }
+            return;
+        }
+        if let Some(log) = group.log {
+            let end = (
+                log.end_position,
+                log::address(log.segment.number, log.end_offset),
+            );
+            if let Err(e) = self.sync(&log) {
+                self.shared.poison(&e);
+                for (reply, _) in group.answers {
+                    let _ = reply.send(Err(e.clone().into()));
+                }
+                return;
+            }
+            self.publish(log);
+            self.maybe_flush(end);
+        }
+        // Every answer below is for a group whose bytes are synced, or an answer that wrote
+        // nothing and came after every group before it was synced.
+        self.shared
+            .stats
+            .requests
+            .fetch_add(group.answers.len() as u64, Relaxed);
+        for (reply, result) in group.answers {
+            if let Ok(results) = &result {
+                // Nothing is acknowledged before the sync that covers it.
+                debug_assert!(
+                    results
+                        .iter()
+                        .filter_map(AppendResult::last_position)
+                        .all(|p| p.0 < self.durable_through),
+                    "acknowledging an append that is not yet durable"
+                );
+            }
+            let _ = reply.send(result);
+        }
+    }
+
+    fn sync(&mut self, log: &WrittenLog) -> Result<(), StorageError> {
+        if self.shared.config.sync {
+            let started = Instant::now();
+            log.segment.device.sync_data().map_err(|e| {
+                StorageError::io(
+                    format!(
+                        "syncing {} up to {}",
+                        log.segment.path.display(),
+                        log.end_offset
+                    ),
+                    e,
+                )
+            })?;
+            self.last_sync = started.elapsed();
+            self.shared.stats.syncs.fetch_add(1, Relaxed);
+        }
+        self.shared.stats.groups.fetch_add(1, Relaxed);
+        self.shared.stats.records.fetch_add(log.records, Relaxed);
+        self.durable_through = log.end_position;
+        Ok(())
+    }
+
+    /// Makes a synced group visible: index entries, restrictions, sparse index, head.
+    fn publish(&mut self, log: WrittenLog) {
+        self.shared.index.insert(log.entries);
+        let mut published = self.shared.published.write();
+        for (event, tombstone) in &log.restricting {
+            apply_restriction(&mut published.restrictions, event, *tombstone);
+        }
+        published.sparse.extend(log.sparse);
+        published.next_position = log.end_position;
+        drop(published);
+        log.segment.committed_len.store(log.end_offset, Release);
+        self.shared.head.send_replace(Position(log.end_position));
+    }
+
+    /// Freezes the memtable once it is full; `end` is where the published log ends.
+    fn maybe_flush(&mut self, (position, address): (u64, u64)) {
         let index = &self.shared.index;
         if index.active_len() < self.shared.config.memtable_entries {
             return;
         }
-        let address = log::address(self.segment.number, self.offset);
-        if index.freeze(self.next_position, address) {
+        if index.freeze(position, address) {
             let _ = self.flush_tx.send(());
         }
     }
@@ -387,7 +589,7 @@ fn encode(
     event: &RecordedEvent,
     tombstone: bool,
     last: bool,
-    group_start: Position,
+    synced_before: Position,
     buf: &mut Vec<u8>,
 ) {
     let mut flags = 0;
@@ -406,7 +608,7 @@ fn encode(
             event_type: event.event_type.as_str(),
             revision: event.revision,
             position: event.position,
-            group_start,
+            synced_before,
             created: event.created,
             id: event.id,
             flags,
@@ -458,6 +660,9 @@ impl Pending {
 struct GroupView<'a> {
     shared: &'a Shared,
     pending: &'a mut Pending,
+    /// The group being synced: planned and written, perhaps not yet in the index.
+    in_flight: &'a Pending,
+    /// Includes the group in flight.
     states: &'a HashMap<StreamName, StreamState>,
 }
 
@@ -483,7 +688,8 @@ impl StreamView for GroupView<'_> {
         &mut self,
         stream: &StreamName,
     ) -> Result<Option<StreamMetadata>, StorageError> {
-        if let Some(metadata) = self.pending.metadata.get(stream) {
+        let planned = [&*self.pending, self.in_flight];
+        if let Some(metadata) = planned.iter().find_map(|p| p.metadata.get(stream)) {
             return Ok(Some(metadata.clone()));
         }
         let published = self.shared.published.read();
@@ -502,7 +708,8 @@ impl StreamView for GroupView<'_> {
         let key = key_hash(KeyKind::Stream, stream.as_str());
         let mut out = Vec::with_capacity(count);
         let mut next = from;
-        // Committed records first (revisions below the group's), then the group's own.
+        // Committed records first, then those of the group in flight, then the group's own
+        // (each layer only adds the revisions that follow).
         for entry in self
             .shared
             .index
@@ -517,8 +724,11 @@ impl StreamView for GroupView<'_> {
                 next += 1;
             }
         }
-        if let Some(pending) = self.pending.streams.get(stream) {
-            for (revision, id, position) in &pending.records {
+        for planned in [self.in_flight, &*self.pending] {
+            let Some(planned) = planned.streams.get(stream) else {
+                continue;
+            };
+            for (revision, id, position) in &planned.records {
                 if *revision == next && out.len() < count {
                     out.push((*id, *position));
                     next += 1;

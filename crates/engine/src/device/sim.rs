@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -83,6 +84,8 @@ struct State {
     ops: u64,
     plan: Option<Plan>,
     crashed: bool,
+    /// How long each `sync_data` takes (a slow disk), spent outside the lock.
+    sync_delay: Duration,
 }
 
 /// The in-memory file system. Clones share the same disk.
@@ -177,6 +180,10 @@ impl Device for SimDevice {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.state.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut state = self.state.lock();
         state.step(FaultKind::Sync)?;
         let file = state.file(self.id)?;
@@ -202,6 +209,13 @@ impl SimVfs {
         let vfs = Self::default();
         vfs.state.lock().plan = Some(plan);
         vfs
+    }
+
+    /// The same disk, whose syncs each take `delay` from now on: writes made meanwhile
+    /// may or may not be covered, as on a real disk.
+    pub fn with_sync_delay(self, delay: Duration) -> Self {
+        self.state.lock().sync_delay = delay;
+        self
     }
 
     /// Mutating operations so far.
