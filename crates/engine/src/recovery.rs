@@ -3,8 +3,8 @@
 //! Replay starts at the index checkpoint (everything before it is in index runs), verifies
 //! every record's checksum and position, and feeds the index. The end of the log is handled
 //! by one rule: a record that fails to decode in the last segment is a torn tail if no record
-//! of a *later* group commit follows it (such a record would prove the failing bytes were
-//! synced before). A torn tail is cut back to the start of its incomplete transaction and
+//! whose synced-before mark lies beyond it follows (such a record would prove the failing
+//! bytes were synced before). A torn tail is cut back to the start of its incomplete transaction and
 //! logged; anything else is corruption, reported with file and offset, and opening fails.
 
 use std::collections::HashMap;
@@ -305,8 +305,8 @@ impl<'a> Replay<'a> {
     }
 }
 
-/// Looks for a valid record of a later group commit (group start > `expected`) in
-/// `from..end`. Cheap checks first, so garbage is skipped quickly.
+/// Looks for a valid record written after `expected` was synced (synced-before mark >
+/// `expected`) in `from..end`. Cheap checks first, so garbage is skipped quickly.
 fn later_group_after(
     segment: &Segment,
     from: u64,
