@@ -11,7 +11,9 @@
 //!   subscribers, and only then answers every request of the group, in group order.
 //!
 //! The hand-off is a rendezvous, so at most one group is being synced while the next is
-//! built. Every answer, including a rejection or an idempotent re-send that wrote nothing,
+//! built. When nothing is in flight or queued and the group was quick to build, the writer
+//! finishes it itself: for a lone appender the syncer's wake-up would cost more than the
+//! overlap gains. Every answer, including a rejection or an idempotent re-send that wrote nothing,
 //! goes out through the syncer after the groups before it were synced: nothing a caller
 //! hears depends on bytes that are not durable. A failed write or sync poisons the engine:
 //! no later group is written, and every request not yet answered fails.
