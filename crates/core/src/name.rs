@@ -247,6 +247,12 @@ impl fmt::Debug for EventType {
     }
 }
 
+impl AsRef<str> for EventType {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::str::FromStr for EventType {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

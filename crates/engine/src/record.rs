@@ -194,31 +194,14 @@ impl<N> Default for Names<N> {
     }
 }
 
-/// A name's text, to compare with the bytes of a record.
-trait NameText {
-    fn text(&self) -> &str;
-}
-
-impl NameText for StreamName {
-    fn text(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl NameText for EventType {
-    fn text(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl<N: Clone + NameText> Names<N> {
+impl<N: Clone + AsRef<str>> Names<N> {
     fn get(
         &mut self,
         bytes: &[u8],
         make: impl FnOnce(&[u8]) -> Result<N, DecodeError>,
     ) -> Result<N, DecodeError> {
         if let Some(name) = &self.last
-            && name.text().as_bytes() == bytes
+            && name.as_ref().as_bytes() == bytes
         {
             return Ok(name.clone());
         }

@@ -217,16 +217,12 @@ impl Writer {
     /// Plans, encodes and writes a group, then hands it to the syncer (waiting while the
     /// group before it is being synced).
     fn commit(&mut self, group: Vec<Request>, bytes: usize) {
-        if let Some(poisoned) = self.shared.poisoned() {
-            for request in group {
-                let _ = request.reply.send(Err(poisoned.clone().into()));
-            }
-            return;
-        }
-        if let Err(e) = self.trim_caches() {
-            for request in group {
-                let _ = request.reply.send(Err(e.clone().into()));
-            }
+        let ready = match self.shared.poisoned() {
+            Some(poisoned) => Err(poisoned),
+            None => self.trim_caches(),
+        };
+        if let Err(e) = ready {
+            fail(group.into_iter().map(|r| r.reply), &e);
             return;
         }
         let building = Instant::now();
@@ -281,9 +277,7 @@ impl Writer {
                         self.shared.poison(&e);
                     }
                     self.next_position = group_start;
-                    for (reply, _) in answers {
-                        let _ = reply.send(Err(e.clone().into()));
-                    }
+                    fail(answers.into_iter().map(|(reply, _)| reply), &e);
                     return;
                 }
             }
@@ -304,9 +298,7 @@ impl Writer {
         if let Err(std_mpsc::SendError(group)) = self.to_syncer.send(group) {
             let e = StorageError::backend("the syncer thread is gone");
             self.shared.poison(&e);
-            for (reply, _) in group.answers {
-                let _ = reply.send(Err(e.clone().into()));
-            }
+            fail(group.answers.into_iter().map(|(reply, _)| reply), &e);
         }
     }
 
@@ -469,9 +461,7 @@ struct Finisher {
 impl Finisher {
     fn finish(&mut self, group: Written) {
         if let Some(poisoned) = self.shared.poisoned() {
-            for (reply, _) in group.answers {
-                let _ = reply.send(Err(poisoned.clone().into()));
-            }
+            fail(group.answers.into_iter().map(|(reply, _)| reply), &poisoned);
             return;
         }
         if let Some(log) = group.log {
@@ -481,9 +471,7 @@ impl Finisher {
             );
             if let Err(e) = self.sync(&log) {
                 self.shared.poison(&e);
-                for (reply, _) in group.answers {
-                    let _ = reply.send(Err(e.clone().into()));
-                }
+                fail(group.answers.into_iter().map(|(reply, _)| reply), &e);
                 return;
             }
             self.publish(log);
@@ -555,6 +543,13 @@ impl Finisher {
         if index.freeze(position, address) {
             let _ = self.flush_tx.send(());
         }
+    }
+}
+
+/// Answers every request with the same storage error.
+fn fail(replies: impl IntoIterator<Item = Reply>, e: &StorageError) {
+    for reply in replies {
+        let _ = reply.send(Err(e.clone().into()));
     }
 }
 

@@ -41,6 +41,17 @@ enum Load {
     Pipelined,
 }
 
+impl Load {
+    /// Odd seeds (and fault operations) run pipelined.
+    fn for_seed(seed: u64) -> Self {
+        if seed % 2 == 1 {
+            Self::Pipelined
+        } else {
+            Self::OneAtATime
+        }
+    }
+}
+
 fn config_for(vfs: SimVfs, load: Load) -> Config {
     match load {
         Load::OneAtATime => config(vfs),
@@ -251,11 +262,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Runs one seed of the power-loss test; returns whether the crash fired and how many
 /// groups were written while the one before was being synced.
 fn power_loss(seed: u64) -> (bool, u64) {
-    let load = if seed % 2 == 1 {
-        Load::Pipelined
-    } else {
-        Load::OneAtATime
-    };
+    let load = Load::for_seed(seed);
     // Pipelined runs take fewer operations (larger segments, fewer rolls and flushes).
     let ops = if load == Load::Pipelined { 60 } else { 160 };
     let mut rng = SplitMix(seed);
@@ -332,11 +339,7 @@ fn t2_power_loss_at_random_io_operations_loses_nothing_acknowledged() {
 /// Runs one fault scenario: `kind` fails from operation `op` on.
 fn fault(op: u64, kind: FaultKind) {
     let disk = SimVfs::new(Plan::FailAt { op, kind });
-    let load = if op % 2 == 1 {
-        Load::Pipelined
-    } else {
-        Load::OneAtATime
-    };
+    let load = Load::for_seed(op);
     let rt = runtime();
     let Ok(engine) = Engine::open("/sim", config_for(disk.clone(), load)) else {
         return;

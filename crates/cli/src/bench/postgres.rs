@@ -68,8 +68,7 @@ impl Baseline {
     /// same number of events from both systems.
     pub(crate) fn fill(&self, events: u64) -> anyhow::Result<()> {
         self.reset()?;
-        let data = format!("{{\"payload\":\"{}\"}}", "x".repeat(256 - 14));
-        let metadata = format!("{{\"correlation\":\"{}\"}}", "c".repeat(64 - 18));
+        let (data, metadata) = super::workloads::bench_payload();
         let sql = format!(
             "INSERT INTO events(stream, version, type, data, metadata) \
              SELECT 'fill-' || (g / 1000), g % 1000, 'Filled', '{data}'::jsonb, '{metadata}'::jsonb \

@@ -42,16 +42,21 @@ impl Context<'_> {
     }
 }
 
-/// The benchmark event: 256 bytes of JSON data, 64 bytes of JSON metadata. The payload is
-/// built once, so the run measures the store rather than the client's formatting.
-pub(crate) fn bench_event(event_type: &EventType) -> NewEvent {
-    static PAYLOAD: LazyLock<(&'static [u8], &'static [u8])> = LazyLock::new(|| {
+/// The benchmark payload: 256 bytes of JSON data, 64 bytes of JSON metadata. Built once, so
+/// a run measures the store rather than the client's formatting.
+pub(crate) fn bench_payload() -> (&'static str, &'static str) {
+    static PAYLOAD: LazyLock<(&'static str, &'static str)> = LazyLock::new(|| {
         let data = format!("{{\"payload\":\"{}\"}}", "x".repeat(256 - 14));
         let metadata = format!("{{\"correlation\":\"{}\"}}", "c".repeat(64 - 18));
-        (data.leak().as_bytes(), metadata.leak().as_bytes())
+        (data.leak(), metadata.leak())
     });
-    let (data, metadata) = *PAYLOAD;
-    NewEvent::json(event_type.clone(), data).with_metadata(metadata)
+    *PAYLOAD
+}
+
+/// The benchmark event: a fresh id with [`bench_payload`].
+pub(crate) fn bench_event(event_type: &EventType) -> NewEvent {
+    let (data, metadata) = bench_payload();
+    NewEvent::json(event_type.clone(), data.as_bytes()).with_metadata(metadata.as_bytes())
 }
 
 fn fresh(ctx: &Context<'_>, name: &str) -> anyhow::Result<(Arc<Engine>, PathBuf)> {
