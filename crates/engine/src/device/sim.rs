@@ -66,6 +66,8 @@ struct File {
     written: Vec<u8>,
     durable: Vec<u8>,
     pending: Vec<Pending>,
+    /// Operations made durable so far: `pending[i]` is operation `synced_ops + i`.
+    synced_ops: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -180,15 +182,25 @@ impl Device for SimDevice {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let delay = self.state.lock().sync_delay;
+        // Exactly the writes made before the call become durable, as `fdatasync` promises;
+        // writes made while a slow sync runs stay pending (syncs may overlap).
+        let (delay, upto) = {
+            let mut state = self.state.lock();
+            let delay = state.sync_delay;
+            let file = state.file(self.id)?;
+            (delay, file.synced_ops + file.pending.len() as u64)
+        };
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
         let mut state = self.state.lock();
         state.step(FaultKind::Sync)?;
         let file = state.file(self.id)?;
-        file.durable = file.written.clone();
-        file.pending.clear();
+        let covered = (upto.saturating_sub(file.synced_ops) as usize).min(file.pending.len());
+        for op in file.pending.drain(..covered) {
+            apply(&mut file.durable, &op);
+        }
+        file.synced_ops += covered as u64;
         Ok(())
     }
 
@@ -211,8 +223,10 @@ impl SimVfs {
         vfs
     }
 
-    /// The same disk, whose syncs each take `delay` from now on: writes made meanwhile
-    /// may or may not be covered, as on a real disk.
+    /// The same disk, whose syncs each take `delay` from now on. A sync makes durable
+    /// exactly the writes made before it was called; writes made while it runs stay
+    /// unsynced (a real disk may or may not keep them, so a crash test must not rely on
+    /// them).
     pub fn with_sync_delay(self, delay: Duration) -> Self {
         self.state.lock().sync_delay = delay;
         self
@@ -289,6 +303,7 @@ impl SimVfs {
                     written: image.clone(),
                     durable: image,
                     pending: Vec::new(),
+                    synced_ops: 0,
                 },
             );
         }
@@ -324,6 +339,7 @@ impl SimVfs {
                 written: bytes.clone(),
                 durable: bytes,
                 pending: Vec::new(),
+                synced_ops: 0,
             },
         );
         true
