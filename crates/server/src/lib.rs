@@ -32,6 +32,7 @@ pub mod error;
 pub(crate) mod grpc;
 pub mod http;
 pub mod metrics;
+mod prompt;
 pub mod proto;
 pub(crate) mod state;
 
@@ -41,7 +42,6 @@ use std::sync::Arc;
 
 use annals_core::EventStore;
 use axum::response::Response;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
@@ -167,14 +167,7 @@ impl Server {
             let _ = stopping_tx.send(());
         };
         tracing::info!(addr = %self.local_addr, "serving gRPC (KurrentDB protocol) and HTTP");
-        // Small gRPC frames must not wait for Nagle's algorithm and the peer's delayed ACK
-        // (40 ms per request for a single writer).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let server = axum::serve(listener, app)
+        let server = axum::serve(prompt::PromptListener(self.listener), app)
             .with_graceful_shutdown(signal)
             .into_future();
         let grace = self.config.shutdown_grace;

@@ -739,3 +739,38 @@ on_every_backend!(
     batch_append_writes_and_reports_conflicts,
     client_errors_are_typed_and_change_nothing,
 );
+
+/// The official client leaves Nagle's algorithm on, so each request's second frame waits for
+/// the server to acknowledge the first; with Linux's delayed acknowledgements that was 40 ms
+/// per append for a lone writer (about 20 appends a second). The server acknowledges at once,
+/// so a lone writer's appends take the time of a durable write. The bound is a behaviour
+/// check with a wide margin, not a performance target: delayed acknowledgements put every
+/// append at 40 ms or more, while a prompt server answers in about a millisecond.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_client_is_not_held_back_by_delayed_acknowledgements() {
+    let server = common::start_on(Backend::Engine).await;
+    let client = server.client();
+    let stream = common::unique("lone");
+    let mut expected = StreamState::NoStream;
+    let mut took = Vec::new();
+    for n in 0..41 {
+        let started = std::time::Instant::now();
+        let written = client
+            .append_to_stream(stream.as_str(), &state(expected), event("Tick", n))
+            .await
+            .expect("append");
+        took.push(started.elapsed());
+        expected = StreamState::StreamRevision(written.next_expected_version);
+    }
+    // The first append also connects; the median of the rest is what a lone writer sees.
+    took.remove(0);
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(
+        median < Duration::from_millis(20),
+        "a lone client's append took {median:?} (median of {}): held back by delayed \
+         acknowledgements",
+        took.len()
+    );
+    server.stop().await;
+}
