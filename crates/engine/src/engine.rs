@@ -296,7 +296,16 @@ impl Engine {
             tracing::warn!(error = %problem, "index unreadable; rebuilding it from the log");
             index.reset()?;
         }
-        let recovered = recovery::recover(vfs.as_ref(), &log_dir, &index)?;
+        let recovered = match recovery::recover(vfs.as_ref(), &log_dir, &index) {
+            // Recovery reads the sparse index and the restrictions from the runs; a damaged
+            // run costs a rebuild from the log, never the open.
+            Err(StorageError::Corruption { file, offset, .. }) if file.starts_with(&index_dir) => {
+                tracing::warn!(file = %file.display(), offset, "index run damaged; rebuilding the index from the log");
+                index.reset()?;
+                recovery::recover(vfs.as_ref(), &log_dir, &index)?
+            }
+            recovered => recovered?,
+        };
         let shared = Arc::new(Shared {
             head: watch::Sender::new(Position(recovered.published.next_position)),
             published: RwLock::new(recovered.published),

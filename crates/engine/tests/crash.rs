@@ -37,7 +37,7 @@ enum Load {
     OneAtATime,
     /// Each client sends all its appends at once, into small groups on a slow disk: the
     /// writer builds and writes the next group while the one before is being synced, so a
-    /// crash can leave two unsynced groups behind.
+    /// crash can leave several unsynced groups behind.
     Pipelined,
 }
 
