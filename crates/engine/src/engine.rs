@@ -129,6 +129,8 @@ pub(crate) struct Counters {
     pub(crate) records: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) overlapped: AtomicU64,
+    pub(crate) index_freezes: AtomicU64,
+    pub(crate) index_flushes: AtomicU64,
 }
 
 /// Totals since the engine was opened.
@@ -144,6 +146,11 @@ pub struct Stats {
     pub requests: u64,
     /// Groups written while the group before them was still being synced.
     pub overlapped: u64,
+    /// Memtables frozen to be written as index runs.
+    pub index_freezes: u64,
+    /// Frozen memtables written as index runs (equal to `index_freezes` once the background
+    /// flusher has caught up).
+    pub index_flushes: u64,
 }
 
 impl Shared {
@@ -337,7 +344,8 @@ impl Engine {
         &self.shared.config
     }
 
-    /// Totals since open: group commits, syncs, records, requests, overlapped groups.
+    /// Totals since open: group commits, syncs, records, requests, overlapped groups, index
+    /// freezes and flushes.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.stats;
         Stats {
@@ -346,6 +354,8 @@ impl Engine {
             records: c.records.load(Ordering::Relaxed),
             requests: c.requests.load(Ordering::Relaxed),
             overlapped: c.overlapped.load(Ordering::Relaxed),
+            index_freezes: c.index_freezes.load(Ordering::Relaxed),
+            index_flushes: c.index_flushes.load(Ordering::Relaxed),
         }
     }
 

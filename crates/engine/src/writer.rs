@@ -85,8 +85,11 @@ pub(crate) fn start(
     let flusher = spawn("annals-flush")
         .spawn(move || {
             while flush_rx.recv().is_ok() {
-                if let Err(e) = flusher_shared.index.flush_frozen() {
-                    flusher_shared.poison(&e);
+                match flusher_shared.index.flush_frozen() {
+                    Ok(()) => {
+                        flusher_shared.stats.index_flushes.fetch_add(1, Release);
+                    }
+                    Err(e) => flusher_shared.poison(&e),
                 }
             }
         })
@@ -663,6 +666,7 @@ impl Finisher {
             return;
         }
         if index.freeze(position, address) {
+            self.shared.stats.index_freezes.fetch_add(1, Relaxed);
             let _ = self.flush_tx.send(());
         }
     }

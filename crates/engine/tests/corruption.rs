@@ -35,7 +35,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A closed store with several segments and index runs.
+/// A closed store with several segments and index runs. Each append waits until the index
+/// flusher has caught up, so the layout (runs, checkpoint) is the same on every run, however
+/// busy the machine is.
 fn build() -> SimVfs {
     let disk = SimVfs::new(Plan::Healthy);
     let engine = Engine::open("/db", config(&disk)).unwrap();
@@ -47,6 +49,9 @@ fn build() -> SimVfs {
                 .append(&stream, ExpectedRevision::Any, vec![event])
                 .await
                 .unwrap();
+            while engine.stats().index_flushes < engine.stats().index_freezes {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
         }
     });
     engine.close();
@@ -278,7 +283,10 @@ fn damage_to_the_index_is_rebuilt_or_reported_never_wrong() {
     for file in &index_files {
         let len = original.read_file(file).unwrap().len();
         for kind in DAMAGES {
-            for at in [len / 3, len - 10] {
+            // Spread over the file, so some damage lands in pages that recovery itself reads
+            // (the sparse `$all` entries, the restrictions) and some in pages only reads use.
+            let spread = (0..8).map(|k| len * k / 8 + 1);
+            for at in spread.chain([len / 3, len - 10]) {
                 let disk = copy(&original);
                 damage(&disk, file, kind, at.max(1));
                 let engine = Engine::open("/db", config(&disk))
