@@ -307,7 +307,11 @@ impl Engine {
             // Recovery reads the sparse index and the restrictions from the runs; a damaged
             // run costs a rebuild from the log, never the open.
             Err(StorageError::Corruption { file, offset, .. }) if file.starts_with(&index_dir) => {
-                tracing::warn!(file = %file.display(), offset, "index run damaged; rebuilding the index from the log");
+                tracing::warn!(
+                    file = %file.display(),
+                    offset,
+                    "index run damaged; rebuilding the index from the log"
+                );
                 index.reset()?;
                 recovery::recover(vfs.as_ref(), &log_dir, &index)?
             }
