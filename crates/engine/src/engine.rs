@@ -144,7 +144,7 @@ pub struct Stats {
     pub records: u64,
     /// Write requests answered.
     pub requests: u64,
-    /// Groups written while the group before them was still being synced.
+    /// Groups written while an earlier group was still being synced or answered.
     pub overlapped: u64,
     /// Memtables frozen to be written as index runs.
     pub index_freezes: u64,

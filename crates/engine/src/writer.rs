@@ -26,8 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -104,13 +103,12 @@ pub(crate) fn start(
         flush_tx,
         queue: VecDeque::new(),
     }));
-    let finished = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::with_capacity(SYNCERS + 2);
     for n in 0..SYNCERS {
         let syncer = Syncer {
             jobs: Arc::clone(&jobs),
             finisher: Arc::clone(&finisher),
-            finished: Arc::clone(&finished),
+            sync: shared.config.sync,
         };
         threads.push(
             spawn(&format!("annals-sync-{n}"))
@@ -126,7 +124,6 @@ pub(crate) fn start(
         next_position,
         to_syncers,
         finisher,
-        finished,
         handed: 0,
         seqs: HashMap::new(),
         states: HashMap::new(),
@@ -150,8 +147,7 @@ struct Writer {
     next_position: u64,
     to_syncers: std_mpsc::SyncSender<SyncJob>,
     finisher: Arc<Mutex<Finisher>>,
-    /// Groups the finisher has answered, and groups handed to it.
-    finished: Arc<AtomicU64>,
+    /// Groups handed to the finisher so far (the last one's number in write order).
     handed: u64,
     /// Next sequence number per category / event-type key (only the writer assigns them),
     /// including the groups in flight.
@@ -324,7 +320,6 @@ impl Writer {
     /// Queues a written group for its answers and has it synced: by a syncer, or here when
     /// nothing else is in flight or waiting and the group was quick to build.
     fn hand_over(&mut self, group: Written, build_time: Duration) {
-        let idle = self.finished.load(Acquire) == self.handed;
         self.handed += 1;
         let job = group.log.as_ref().map(|log| SyncJob {
             seq: self.handed,
@@ -332,6 +327,10 @@ impl Writer {
             end_offset: log.end_offset,
         });
         let mut finisher = self.finisher.lock();
+        let idle = finisher.queue.is_empty();
+        if job.is_some() && !idle {
+            self.shared.stats.overlapped.fetch_add(1, Relaxed);
+        }
         finisher.queue.push_back(Queued {
             seq: self.handed,
             group,
@@ -339,8 +338,7 @@ impl Writer {
         });
         let Some(job) = job else {
             // Nothing to sync: answered as soon as every group before it is.
-            let answered = finisher.answer_synced();
-            self.finished.fetch_add(answered, Release);
+            finisher.answer_synced();
             return;
         };
         if idle && self.requests.is_empty() && build_time < finisher.last_sync / 2 {
@@ -348,15 +346,14 @@ impl Writer {
             // this sync pays, sync here: it saves waking a syncer (most of a lone appender's
             // overhead).
             drop(finisher);
-            sync_and_answer(&self.finisher, &self.finished, job);
+            sync_and_answer(&self.finisher, job, self.shared.config.sync);
             return;
         }
         drop(finisher);
         if let Err(std_mpsc::SendError(_)) = self.to_syncers.send(job) {
             let e = StorageError::backend("the syncer threads are gone");
             self.shared.poison(&e);
-            let failed = self.finisher.lock().fail_all(&e);
-            self.finished.fetch_add(failed, Release);
+            self.finisher.lock().fail_all(&e);
         }
     }
 
@@ -381,9 +378,6 @@ impl Writer {
         // After a failed sync of a group in flight, nothing more is written.
         if let Some(poisoned) = self.shared.poisoned() {
             return Err(poisoned);
-        }
-        if self.finished.load(Acquire) != self.handed {
-            self.shared.stats.overlapped.fetch_add(1, Relaxed);
         }
         self.segment
             .device
@@ -502,7 +496,8 @@ struct SyncJob {
 struct Syncer {
     jobs: Arc<Mutex<std_mpsc::Receiver<SyncJob>>>,
     finisher: Arc<Mutex<Finisher>>,
-    finished: Arc<AtomicU64>,
+    /// `Config::sync`: off, groups are finished without syncing.
+    sync: bool,
 }
 
 impl Syncer {
@@ -512,14 +507,13 @@ impl Syncer {
             let Ok(job) = self.jobs.lock().recv() else {
                 return;
             };
-            sync_and_answer(&self.finisher, &self.finished, job);
+            sync_and_answer(&self.finisher, job, self.sync);
         }
     }
 }
 
 /// Syncs a group's writes, then answers every group that is ready, in order.
-fn sync_and_answer(finisher: &Mutex<Finisher>, finished: &AtomicU64, job: SyncJob) {
-    let sync = finisher.lock().shared.config.sync;
+fn sync_and_answer(finisher: &Mutex<Finisher>, job: SyncJob, sync: bool) {
     let started = Instant::now();
     let result = if sync {
         job.segment.device.sync_data().map_err(|e| {
@@ -536,21 +530,20 @@ fn sync_and_answer(finisher: &Mutex<Finisher>, finished: &AtomicU64, job: SyncJo
         Ok(())
     };
     let mut finisher = finisher.lock();
-    let answered = match result {
+    match result {
         Ok(()) => {
             if sync {
                 finisher.last_sync = started.elapsed();
                 finisher.shared.stats.syncs.fetch_add(1, Relaxed);
             }
             finisher.synced(job.seq);
-            finisher.answer_synced()
+            finisher.answer_synced();
         }
         Err(e) => {
             finisher.shared.poison(&e);
-            finisher.fail_all(&e)
+            finisher.fail_all(&e);
         }
-    };
-    finished.fetch_add(answered, Release);
+    }
 }
 
 /// A group waiting for its answers.
@@ -582,29 +575,21 @@ impl Finisher {
     }
 
     /// Answers the groups at the front of the queue whose own syncs have returned (or that
-    /// wrote nothing); returns how many.
-    fn answer_synced(&mut self) -> u64 {
-        let mut answered = 0;
-        while self
+    /// wrote nothing).
+    fn answer_synced(&mut self) {
+        while let Some(queued) = self
             .queue
-            .front()
-            .is_some_and(|q| q.synced || q.group.log.is_none())
+            .pop_front_if(|q| q.synced || q.group.log.is_none())
         {
-            if let Some(queued) = self.queue.pop_front() {
-                self.finish(queued.group);
-                answered += 1;
-            }
+            self.finish(queued.group);
         }
-        answered
     }
 
-    /// Fails every group not yet answered (their bytes may not be durable); returns how many.
-    fn fail_all(&mut self, e: &StorageError) -> u64 {
-        let failed = self.queue.len() as u64;
+    /// Fails every group not yet answered (their bytes may not be durable).
+    fn fail_all(&mut self, e: &StorageError) {
         for queued in self.queue.drain(..) {
             fail(queued.group.answers.into_iter().map(|(reply, _)| reply), e);
         }
-        failed
     }
 
     /// Publishes a synced group and answers its requests.
