@@ -300,6 +300,21 @@ impl Log {
     }
 }
 
+/// True when `segment` holds only zero bytes in `from..end`: the zero-filled space the writer
+/// keeps ahead of the log's end in the last segment, not a torn or damaged record.
+pub fn zeros_from(segment: &Segment, mut from: u64, end: u64) -> Result<bool, StorageError> {
+    while from < end {
+        let want = usize::try_from(end - from)
+            .unwrap_or(usize::MAX)
+            .min(SCAN_CHUNK);
+        if segment.read(from, want)?.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        from += want as u64;
+    }
+    Ok(true)
+}
+
 /// A record read from a segment, or the offset and reason where decoding failed.
 pub type ReadItem = Result<(Record, u64, usize), (u64, DecodeError)>;
 

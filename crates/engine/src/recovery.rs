@@ -6,6 +6,8 @@
 //! whose synced-before mark lies beyond it follows (such a record would prove the failing
 //! bytes were synced before). A torn tail is cut back to the start of its incomplete transaction and
 //! logged; anything else is corruption, reported with file and offset, and opening fails.
+//! Zero bytes from the failing record to the end of the file are not a failure: they are
+//! the space the writer zero-fills ahead of the log, and the log ends where they start.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -119,6 +121,9 @@ struct Replay<'a> {
     txn_start: Option<(u64, u64)>,
     /// The torn tail to cut: (segment, offset).
     cut: Option<(u64, u64)>,
+    /// Where the records of the last segment end when zero-filled space follows them (the
+    /// file is longer than the log).
+    end: Option<u64>,
     overlay: HashMap<u64, u64>,
     replayed: u64,
 }
@@ -131,6 +136,7 @@ impl<'a> Replay<'a> {
             txn: Vec::new(),
             txn_start: None,
             cut: None,
+            end: None,
             overlay: HashMap::new(),
             replayed: 0,
         }
@@ -185,8 +191,13 @@ impl<'a> Replay<'a> {
                 if segment.number != last_number {
                     return Err(segment.corrupt(at, reason));
                 }
-                self.torn_or_corrupt(segment, at, len, reason)?;
-                return Ok(());
+                if !log::zeros_from(segment, at, len)? {
+                    self.torn_or_corrupt(segment, at, len, reason)?;
+                    return Ok(());
+                }
+                // The log ends where the zero-filled space ahead of it starts.
+                self.end = Some(at);
+                break;
             }
             offset = SEGMENT_HEADER_LEN;
         }
@@ -293,7 +304,10 @@ impl<'a> Replay<'a> {
             segment.device.set_len(offset).map_err(io)?;
             segment.device.sync_data().map_err(io)?;
         }
-        let len = last.device.len().map_err(io)?;
+        let len = match (self.cut, self.end) {
+            (None, Some(end)) => end,
+            _ => last.device.len().map_err(io)?,
+        };
         last.committed_len
             .store(len, std::sync::atomic::Ordering::Release);
         tracing::info!(

@@ -129,6 +129,13 @@ fn check_segment(
         },
     )?;
     let path = segment.path.clone();
+    if is_last
+        && let Some((at, _)) = failure
+        && log::zeros_from(segment, at, len)?
+    {
+        // Zero-filled space ahead of the log's end, not a torn record.
+        failure = None;
+    }
     match (failure, is_last) {
         (Some((at, reason)), true) => report.torn_tail = Some((path, at, reason)),
         (Some((at, reason)), false) => {

@@ -50,6 +50,14 @@ use crate::record::{
 /// The longest a group waits for appenders answered by the previous group.
 const MAX_LINGER: Duration = Duration::from_micros(250);
 
+/// Zero-filled space is added this much at a time ([`Writer::zero_ahead`])...
+const ZERO_FILL_CHUNK: u64 = 1 << 20;
+/// ...when less than this is left ahead of a group...
+const ZERO_FILL_LOW_WATER: u64 = 256 << 10;
+/// ...of at most this many bytes.
+const ZERO_FILL_GROUP_MAX: u64 = 128 << 10;
+static ZEROS: [u8; ZERO_FILL_CHUNK as usize] = [0; ZERO_FILL_CHUNK as usize];
+
 /// How often the writer checks whether the groups in flight are synced, when it must wait.
 const SYNCED_POLL: Duration = Duration::from_micros(50);
 
@@ -93,6 +101,10 @@ pub(crate) fn start(
             }
         })
         .map_err(|e| StorageError::io("starting the index flusher", e))?;
+    let file_len = segment
+        .device
+        .len()
+        .map_err(|e| StorageError::io(format!("sizing {}", segment.path.display()), e))?;
     let next_position = shared.published.read().next_position;
     let (to_syncers, jobs) = std_mpsc::sync_channel::<SyncJob>(0);
     let jobs = Arc::new(Mutex::new(jobs));
@@ -121,6 +133,7 @@ pub(crate) fn start(
         requests,
         segment,
         offset: tail.1,
+        file_len,
         next_position,
         to_syncers,
         finisher,
@@ -144,6 +157,8 @@ struct Writer {
     segment: Arc<Segment>,
     /// Where the next group goes in `segment`.
     offset: u64,
+    /// The length of `segment`'s file: `offset` plus the zero-filled space ahead of it.
+    file_len: u64,
     next_position: u64,
     to_syncers: std_mpsc::SyncSender<SyncJob>,
     finisher: Arc<Mutex<Finisher>>,
@@ -379,6 +394,7 @@ impl Writer {
         if let Some(poisoned) = self.shared.poisoned() {
             return Err(poisoned);
         }
+        self.zero_ahead(len)?;
         self.segment
             .device
             .write_at(buf, self.offset)
@@ -388,6 +404,7 @@ impl Writer {
                     e,
                 )
             })?;
+        self.file_len = self.file_len.max(self.offset + len);
         let (entries, sparse) = self.index_entries(&encoded)?;
         for e in &encoded {
             let state = StreamState {
@@ -466,8 +483,49 @@ impl Writer {
         }
     }
 
-    /// Starts a new segment whose first record will be at `base`.
+    /// Keeps zero-filled space ahead of the log's end while groups are small. Overwriting
+    /// blocks the file already has needs no metadata in the group's fdatasync; an append that
+    /// grows the file makes it commit the file system's journal too (on this project's ext4
+    /// machine: ~110 µs against ~230 µs per sync). Large groups amortise that cost and would
+    /// pay for the second write of their bytes, so they append. The zeros go beyond the group
+    /// and before it is written: a failure here writes none of it.
+    fn zero_ahead(&mut self, group_len: u64) -> Result<(), StorageError> {
+        let end = self.offset + group_len;
+        let limit = self.shared.config.segment_bytes;
+        if group_len > ZERO_FILL_GROUP_MAX || end + ZERO_FILL_LOW_WATER <= self.file_len {
+            return Ok(());
+        }
+        let from = self.file_len.max(end);
+        let to = (from + ZERO_FILL_CHUNK).min(limit);
+        if to <= from {
+            return Ok(());
+        }
+        let zeros = &ZEROS[..usize::try_from(to - from).unwrap_or(0)];
+        self.segment.device.write_at(zeros, from).map_err(|e| {
+            StorageError::io(
+                format!("zero-filling {} at {from}", self.segment.path.display()),
+                e,
+            )
+        })?;
+        self.file_len = to;
+        Ok(())
+    }
+
+    /// Starts a new segment whose first record will be at `base`. The current one is cut to
+    /// its last record first, so that a sealed segment ends where its log does.
     fn roll(&mut self, base: u64) -> Result<(), StorageError> {
+        if self.file_len > self.offset {
+            let device = &self.segment.device;
+            device
+                .set_len(self.offset)
+                .and_then(|()| device.sync_data())
+                .map_err(|e| {
+                    StorageError::io(
+                        format!("sealing {} at {}", self.segment.path.display(), self.offset),
+                        e,
+                    )
+                })?;
+        }
         let number = self.segment.number + 1;
         let vfs = self.shared.config.vfs.as_ref();
         let segment = Arc::new(Segment::create(
@@ -479,6 +537,7 @@ impl Writer {
         self.shared.log.push(Arc::clone(&segment));
         self.segment = segment;
         self.offset = SEGMENT_HEADER_LEN;
+        self.file_len = SEGMENT_HEADER_LEN;
         Ok(())
     }
 }

@@ -77,6 +77,8 @@ async fn data_survives_reopen_across_segments_and_index_flushes() {
     assert_eq!(category[0].event.position, Position(1199));
     let report = annals_engine::verify::verify(dir.path(), |_| {}).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
+    // The last segment's zero-filled space after its last record is not a torn tail.
+    assert!(report.torn_tail.is_none(), "{:?}", report.torn_tail);
     assert_eq!(report.records, 1200);
     assert!(report.index_entries > 0);
 }
@@ -123,14 +125,13 @@ async fn a_torn_tail_is_cut_and_earlier_data_kept() {
     fill(&engine, 1, 10).await;
     engine.close();
     let segment = dir.path().join("log").join("0000000000.seg");
-    let len = std::fs::metadata(&segment).unwrap().len();
-    // Tear the last record in half.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    file.set_len(len - 20).unwrap();
-    drop(file);
+    // Tear the last record: its last 20 bytes never reached the disk. The log ends at the
+    // last non-zero byte (the writer zero-fills space ahead of it).
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(end < bytes.len(), "the segment has no zero-filled space");
+    bytes[end - 20..end].fill(0);
+    std::fs::write(&segment, &bytes).unwrap();
     let engine = Engine::open(dir.path(), Config::default()).unwrap();
     assert_eq!(count_all(&engine).await, 9);
     // Writing continues at the cut.
@@ -324,4 +325,29 @@ async fn a_failed_sync_poisons_the_engine_and_nothing_unsynced_is_acknowledged()
         .append(&name, ExpectedRevision::Any, vec![event(101)])
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_zero_filled_space_ahead_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    fill(&engine, 2, 10).await;
+    engine.close();
+    let segment = dir.path().join("log").join("0000000000.seg");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let bytes = std::fs::read(&segment).unwrap();
+    let log_end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    assert!(
+        len >= log_end + (256 << 10),
+        "{len} bytes, log ends at {log_end}"
+    );
+    // Zeros after the last record are the end of the log, not a torn tail to cut.
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), len);
+    assert_eq!(count_all(&engine).await, 20);
+    fill(&engine, 1, 1).await;
+    assert_eq!(count_all(&engine).await, 21);
+    engine.close();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(count_all(&engine).await, 21);
 }
