@@ -487,12 +487,14 @@ impl Writer {
     /// blocks the file already has needs no metadata in the group's fdatasync; an append that
     /// grows the file makes it commit the file system's journal too (on this project's ext4
     /// machine: ~110 µs against ~230 µs per sync). Large groups amortise that cost and would
-    /// pay for the second write of their bytes, so they append. The zeros go beyond the group
-    /// and before it is written: a failure here writes none of it.
+    /// pay for the second write of their bytes, so they append; so do groups that are never
+    /// synced. The zeros go beyond the group and before it is written: a failure here writes
+    /// none of it.
     fn zero_ahead(&mut self, group_len: u64) -> Result<(), StorageError> {
         let end = self.offset + group_len;
         let limit = self.shared.config.segment_bytes;
-        if group_len > ZERO_FILL_GROUP_MAX || end + ZERO_FILL_LOW_WATER <= self.file_len {
+        let small = group_len <= ZERO_FILL_GROUP_MAX;
+        if !self.shared.config.sync || !small || end + ZERO_FILL_LOW_WATER <= self.file_len {
             return Ok(());
         }
         let from = self.file_len.max(end);

@@ -37,6 +37,12 @@ async fn fill(engine: &Engine, streams: usize, per_stream: u32) {
     }
 }
 
+/// Where the records of a segment file end: after its last non-zero byte (the writer
+/// zero-fills space ahead of the log).
+fn log_end(segment: &[u8]) -> usize {
+    segment.iter().rposition(|&b| b != 0).unwrap() + 1
+}
+
 async fn count_all(engine: &Engine) -> usize {
     engine
         .read_all(ReadAllOptions::forward())
@@ -128,7 +134,7 @@ async fn a_torn_tail_is_cut_and_earlier_data_kept() {
     // Tear the last record: its last 20 bytes never reached the disk. The log ends at the
     // last non-zero byte (the writer zero-fills space ahead of it).
     let mut bytes = std::fs::read(&segment).unwrap();
-    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let end = log_end(&bytes);
     assert!(end < bytes.len(), "the segment has no zero-filled space");
     bytes[end - 20..end].fill(0);
     std::fs::write(&segment, &bytes).unwrap();
@@ -336,7 +342,7 @@ async fn reopening_keeps_the_zero_filled_space_ahead_of_the_log() {
     let segment = dir.path().join("log").join("0000000000.seg");
     let len = std::fs::metadata(&segment).unwrap().len();
     let bytes = std::fs::read(&segment).unwrap();
-    let log_end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    let log_end = log_end(&bytes) as u64;
     assert!(
         len >= log_end + (256 << 10),
         "{len} bytes, log ends at {log_end}"
