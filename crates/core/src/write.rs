@@ -109,8 +109,8 @@ fn validate_append(writes: &[StreamWrite], limits: &Limits) -> Result<(), Invali
     if writes.is_empty() {
         return Err(InvalidInput::NoStreams);
     }
-    let mut streams = HashSet::with_capacity(writes.len());
-    let mut ids = HashSet::new();
+    let mut streams = Distinct::new(writes.len());
+    let mut ids = Distinct::new(writes.iter().map(|w| w.events.len()).sum());
     let mut total = 0usize;
     for write in writes {
         writable(&write.stream)?;
@@ -142,6 +142,37 @@ fn validate_append(writes: &[StreamWrite], limits: &Limits) -> Result<(), Invali
         });
     }
     Ok(())
+}
+
+/// Tells whether values were seen before: a scan while there are few (most appends carry a
+/// single event to a single stream, and validation runs for every one), a hash set beyond.
+enum Distinct<T> {
+    Few(Vec<T>),
+    Many(HashSet<T>),
+}
+
+impl<T: Eq + std::hash::Hash> Distinct<T> {
+    const FEW: usize = 16;
+
+    fn new(expected: usize) -> Self {
+        if expected <= Self::FEW {
+            Self::Few(Vec::with_capacity(expected))
+        } else {
+            Self::Many(HashSet::with_capacity(expected))
+        }
+    }
+
+    /// False if `value` was inserted before.
+    fn insert(&mut self, value: T) -> bool {
+        match self {
+            Self::Few(seen) if seen.contains(&value) => false,
+            Self::Few(seen) => {
+                seen.push(value);
+                true
+            }
+            Self::Many(seen) => seen.insert(value),
+        }
+    }
 }
 
 fn check_json(event: &NewEvent) -> Result<(), InvalidInput> {
@@ -554,5 +585,36 @@ mod tests {
             )]),
             Ok(())
         );
+    }
+
+    #[test]
+    fn duplicates_are_found_in_small_and_large_appends() {
+        let check = |writes| validate(&WriteRequest::Append(writes), &Limits::default());
+        for count in [2, 16, 17, 100] {
+            let mut events: Vec<NewEvent> = (0..count).map(|_| event("1")).collect();
+            assert_eq!(
+                check(vec![write("a", events.clone())]),
+                Ok(()),
+                "{count} events"
+            );
+            let first = events[0].clone();
+            events.push(first);
+            assert!(
+                matches!(
+                    check(vec![write("a", events)]),
+                    Err(InvalidInput::DuplicateEventId { .. })
+                ),
+                "{count} events and a repeated id"
+            );
+            let mut writes: Vec<StreamWrite> = (0..count)
+                .map(|i| write(&format!("s-{i}"), vec![]))
+                .collect();
+            assert_eq!(check(writes.clone()), Ok(()), "{count} streams");
+            writes.push(write("s-0", vec![]));
+            assert!(
+                matches!(check(writes), Err(InvalidInput::DuplicateStream { .. })),
+                "{count} streams and a repeated one"
+            );
+        }
     }
 }

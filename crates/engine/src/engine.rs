@@ -1,21 +1,21 @@
 //! The engine: configuration, opening (with recovery), reads, and the core traits.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use annals_core::readpath::{self, IndexEntry, IndexKey, LogAccess};
 use annals_core::visibility::Restriction;
 use annals_core::write::{self, Limits};
 use annals_core::{
-    AllSlice, AppendError, AppendResult, Clock, Direction, EventAppender, EventReader, Position,
-    ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, ResolvedEvent, StorageError,
-    StreamKind, StreamMetadata, StreamName, SystemClock, WriteRequest,
+    AllSlice, AppendError, AppendResult, Clock, Direction, EventAppender, EventReader, EventType,
+    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, ResolvedEvent,
+    StorageError, StreamKind, StreamMetadata, StreamName, SystemClock, WriteRequest,
 };
 use async_trait::async_trait;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::device::{StdVfs, Vfs};
@@ -117,7 +117,8 @@ pub(crate) struct Shared {
     pub(crate) published: RwLock<Published>,
     pub(crate) head: watch::Sender<Position>,
     pub(crate) stats: Counters,
-    poison: Mutex<Option<Arc<str>>>,
+    /// The first storage failure; set once.
+    poison: OnceLock<Arc<str>>,
     _lock: DirLock,
 }
 
@@ -157,19 +158,15 @@ impl Shared {
     /// Stops all writes until the engine is reopened.
     pub(crate) fn poison(&self, cause: &StorageError) {
         tracing::error!(error = %cause, "storage failure: the engine stops accepting writes");
-        self.poison
-            .lock()
-            .get_or_insert_with(|| Arc::from(cause.to_string()));
+        self.poison.get_or_init(|| Arc::from(cause.to_string()));
     }
 
     /// The poisoning error, if the engine is poisoned.
     pub(crate) fn poisoned(&self) -> Option<StorageError> {
-        self.poison
-            .lock()
-            .as_ref()
-            .map(|cause| StorageError::Poisoned {
-                cause: Arc::clone(cause),
-            })
+        // Checked by every append: a lock-free read.
+        self.poison.get().map(|cause| StorageError::Poisoned {
+            cause: Arc::clone(cause),
+        })
     }
 
     /// The committed state of a stream's last record: (revision, id, tombstone).
@@ -214,36 +211,46 @@ fn next_seq(index: &Index, key: u64, overlay: &mut HashMap<u64, u64>) -> Result<
     Ok(next)
 }
 
-/// The index entries of a record: its stream, category and event type, and (every
-/// `SPARSE_EVERY` positions and at each segment start) the sparse `$all` index.
+/// What indexing a record needs to know of it.
+pub(crate) struct IndexedRecord<'a> {
+    pub(crate) stream: &'a StreamName,
+    pub(crate) event_type: &'a EventType,
+    pub(crate) revision: u64,
+    pub(crate) position: u64,
+    pub(crate) address: u64,
+    /// The first record of its segment (always in the sparse `$all` index).
+    pub(crate) first_in_segment: bool,
+}
+
+/// Appends the index entries of a record to `out`: its stream, category and event type, and
+/// (every `SPARSE_EVERY` positions and at each segment start) the sparse `$all` index.
 pub(crate) fn entries_for(
     index: &Index,
-    event: &RecordedEvent,
-    address: u64,
-    first_in_segment: bool,
+    record: &IndexedRecord<'_>,
     overlay: &mut HashMap<u64, u64>,
-) -> Result<Vec<Entry>, StorageError> {
-    let position = event.position.0;
+    out: &mut Vec<Entry>,
+) -> Result<(), StorageError> {
+    let position = record.position;
     let entry = |key, seq| Entry {
         key,
         seq,
         position,
-        address,
+        address: record.address,
     };
-    let mut out = vec![entry(
-        key_hash(KeyKind::Stream, event.stream.as_str()),
-        event.revision,
-    )];
-    if let Some(category) = event.stream.category() {
+    out.push(entry(
+        key_hash(KeyKind::Stream, record.stream.as_str()),
+        record.revision,
+    ));
+    if let Some(category) = record.stream.category() {
         let key = key_hash(KeyKind::Category, category);
         out.push(entry(key, next_seq(index, key, overlay)?));
     }
-    let key = key_hash(KeyKind::EventType, event.event_type.as_str());
+    let key = key_hash(KeyKind::EventType, record.event_type.as_str());
     out.push(entry(key, next_seq(index, key, overlay)?));
-    if first_in_segment || position.is_multiple_of(SPARSE_EVERY) {
+    if record.first_in_segment || position.is_multiple_of(SPARSE_EVERY) {
         out.push(entry(key_hash(KeyKind::All, ""), position));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Records what a metadata or tombstone record changes in the restrictions.
@@ -325,7 +332,7 @@ impl Engine {
             log_dir,
             config: config.clone(),
             stats: Counters::default(),
-            poison: Mutex::new(None),
+            poison: OnceLock::new(),
             _lock: DirLock(lock),
         });
         let (queue, requests) = mpsc::channel(config.queue_depth.max(1));

@@ -4,7 +4,7 @@
 //! - [`record`]: the on-disk record and segment formats.
 //! - [`log`]: the segmented append-only log.
 //! - [`index`]: stream, category, event-type and sparse `$all` indexes (an LSM of sorted runs).
-//! - [`writer`]: pipelined group commit (writer and syncer threads).
+//! - [`writer`]: pipelined group commit (leader/follower committer threads).
 //! - [`engine`]: opening (recovery), reads, and the core traits.
 //! - [`verify`]: the offline checker behind `annals verify`.
 

@@ -9,7 +9,7 @@
 //! Zero bytes from the failing record to the end of the file are not a failure: they are
 //! the space the writer zero-fills ahead of the log, and the log ends where they start.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use annals_core::metadata::{METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE};
 use annals_core::{Direction, EventType, StorageError};
 
 use crate::device::Vfs;
-use crate::engine::{Published, Restricted, apply_restriction, entries_for};
+use crate::engine::{IndexedRecord, Published, Restricted, apply_restriction, entries_for};
 use crate::index::{Entry, Index, KeyKind, key_hash};
 use crate::log::{self, Log, Segment, read_records};
 use crate::record::{self, DecodeError, FRAME_LEN, Record, SEGMENT_HEADER_LEN};
@@ -137,7 +137,7 @@ impl<'a> Replay<'a> {
             txn_start: None,
             cut: None,
             end: None,
-            overlay: HashMap::new(),
+            overlay: HashMap::default(),
             replayed: 0,
         }
     }
@@ -243,14 +243,16 @@ impl<'a> Replay<'a> {
         if ends {
             let mut entries = Vec::new();
             for (record, address) in std::mem::take(&mut self.txn) {
-                let first_in_segment = record.event.position == segment.base;
-                entries.extend(entries_for(
-                    self.index,
-                    &record.event,
+                let event = &record.event;
+                let indexed = IndexedRecord {
+                    stream: &event.stream,
+                    event_type: &event.event_type,
+                    revision: event.revision,
+                    position: event.position.0,
                     address,
-                    first_in_segment,
-                    &mut self.overlay,
-                )?);
+                    first_in_segment: event.position == segment.base,
+                };
+                entries_for(self.index, &indexed, &mut self.overlay, &mut entries)?;
                 self.replayed += 1;
             }
             self.index.insert(entries);
@@ -361,7 +363,7 @@ fn load_restrictions(
     index: &Index,
     log: &Log,
 ) -> Result<HashMap<annals_core::StreamName, Restricted>, StorageError> {
-    let mut restrictions = HashMap::new();
+    let mut restrictions = HashMap::default();
     let mut records = Vec::new();
     for event_type in [METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE] {
         let name = EventType::new(event_type).map_err(|e| StorageError::backend(e.to_string()))?;

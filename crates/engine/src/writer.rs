@@ -1,30 +1,30 @@
-//! The single writer with pipelined group commit.
+//! The single writer with pipelined group commit, run by leader/follower committers.
 //!
-//! The CPU work of one group overlaps the syncs of the groups before it:
+//! One writer state ([`Writer`]) exists; [`COMMITTERS`] threads take turns holding it. The
+//! holder is the **leader**: it takes one request from the bounded queue, then everything
+//! else already waiting (up to `group_max_bytes`), plans each request against the committed
+//! state, the groups in flight and what this group has planned so far, encodes the records
+//! with gap-free positions, writes the group with one `write_at` and queues it for its
+//! answers. Then it lets the next committer lead and calls `sync_data` for its own group on
+//! its own thread; when that returns, the queued groups whose own syncs have returned are
+//! published to readers and subscribers and their requests answered, strictly in write
+//! order (the [`Finisher`]).
 //!
-//! - the **writer** takes one request from the bounded queue, then everything else already
-//!   waiting (up to `group_max_bytes`), plans each request against the committed state, the
-//!   groups in flight and what this group has planned so far, encodes the records with
-//!   gap-free positions, writes the group with one `write_at`, queues it for its answers and
-//!   hands its sync to a syncer;
-//! - a **syncer** (one of [`SYNCERS`]) calls `sync_data` once for the group; when it returns,
-//!   the queued groups whose own syncs have returned are published to readers and
-//!   subscribers and their requests answered, strictly in write order (the [`Finisher`]).
-//!
-//! Syncs of consecutive groups overlap, so a group's appenders wait for its own sync, not
-//! also for the rest of the sync before it and its answers. The hand-off is a rendezvous,
-//! so at most [`SYNCERS`] groups are being synced while the next is built. A group is
-//! answered only after its own sync returned and every group before it was answered; no
-//! answer relies on one sync covering another group's writes (a write-back error reported
-//! to one concurrent `fdatasync` need not reach the other). When nothing is in flight or
-//! queued and the group was quick to build, the writer syncs and finishes it itself: for a
-//! lone appender a syncer's wake-up would cost more than the overlap gains. Every answer,
-//! including a rejection or an idempotent re-send that wrote nothing, goes out after the
-//! groups before it were synced: nothing a caller hears depends on bytes that are not
-//! durable. A failed write or sync poisons the engine: no later group is written, and every
-//! request not yet answered fails.
+//! So the next group is built while earlier ones sync, consecutive syncs overlap, and a
+//! group's sync starts as soon as its bytes are written: no hand-off to another thread sits
+//! between write and sync (a thread wake-up costs ~15 µs on the 2-vCPU VMs this is measured
+//! on). At most [`COMMITTERS`] groups are unsynced at once. A group is answered only after
+//! its own sync returned and every group before it was answered; no answer relies on one
+//! sync covering another group's writes (a write-back error reported to one concurrent
+//! `fdatasync` need not reach the other). When nothing else is in flight or queued and the
+//! group was quick to build, the leader syncs and finishes it without letting another
+//! committer in: for a lone appender that wake-up would cost more than the overlap gains.
+//! Every answer, including a rejection or an idempotent re-send that wrote nothing, goes
+//! out after the groups before it were synced: nothing a caller hears depends on bytes that
+//! are not durable. A failed write or sync poisons the engine: no later group is written,
+//! and every request not yet answered fails.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::mpsc as std_mpsc;
@@ -34,13 +34,14 @@ use std::time::{Duration, Instant};
 use annals_core::write::{self, PlannedRecord, StreamState, StreamView};
 use annals_core::{
     AppendError, AppendResult, ContentType, Direction, Position, RecordedEvent, StorageError,
-    StreamMetadata, StreamName, WriteRequest,
+    StreamMetadata, StreamName, Timestamp, WriteRequest,
 };
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::engine::{Shared, apply_restriction, entries_for};
+use crate::engine::{IndexedRecord, Shared, apply_restriction, entries_for};
 use crate::index::{Entry, KeyKind, key_hash};
 use crate::log::{self, Segment};
 use crate::record::{
@@ -61,10 +62,11 @@ static ZEROS: [u8; ZERO_FILL_CHUNK as usize] = [0; ZERO_FILL_CHUNK as usize];
 /// How often the writer checks whether the groups in flight are synced, when it must wait.
 const SYNCED_POLL: Duration = Duration::from_micros(50);
 
-/// Syncer threads: groups whose syncs may run at once. Two measured best on a 2-core VM
-/// (W1 64 writers, median of 6 alternating runs: ~115,000 events/s against ~100,000 with one
-/// syncer that also answered; three syncers were no better than one).
-pub(crate) const SYNCERS: usize = 2;
+/// Committer threads: one leads (builds and writes the next group) while the others sync
+/// and answer the groups they wrote, so at most this many groups are unsynced at once.
+/// Two and four measured the same as three on a 2-core VM (W1 64 writers, alternating
+/// runs); three keeps a leader free while two syncs run.
+pub(crate) const COMMITTERS: usize = 3;
 
 /// A queued write and where its answer goes.
 #[derive(Debug)]
@@ -76,7 +78,7 @@ pub(crate) struct Request {
 type Reply = oneshot::Sender<Result<Vec<AppendResult>, AppendError>>;
 type Answer = (Reply, Result<Vec<AppendResult>, AppendError>);
 
-/// Starts the writer, the syncer and the index flusher; returns their threads.
+/// Starts the committers and the index flusher; returns their threads.
 pub(crate) fn start(
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Request>,
@@ -106,8 +108,6 @@ pub(crate) fn start(
         .len()
         .map_err(|e| StorageError::io(format!("sizing {}", segment.path.display()), e))?;
     let next_position = shared.published.read().next_position;
-    let (to_syncers, jobs) = std_mpsc::sync_channel::<SyncJob>(0);
-    let jobs = Arc::new(Mutex::new(jobs));
     let finisher = Arc::new(Mutex::new(Finisher {
         shared: Arc::clone(&shared),
         durable_through: next_position,
@@ -115,40 +115,67 @@ pub(crate) fn start(
         flush_tx,
         queue: VecDeque::new(),
     }));
-    let mut threads = Vec::with_capacity(SYNCERS + 2);
-    for n in 0..SYNCERS {
-        let syncer = Syncer {
-            jobs: Arc::clone(&jobs),
-            finisher: Arc::clone(&finisher),
-            sync: shared.config.sync,
-        };
-        threads.push(
-            spawn(&format!("annals-sync-{n}"))
-                .spawn(move || syncer.run())
-                .map_err(|e| StorageError::io("starting a syncer", e))?,
-        );
-    }
-    let writer = Writer {
+    let sync = shared.config.sync;
+    let writer = Arc::new(Mutex::new(Writer {
         shared,
         requests,
         segment,
         offset: tail.1,
         file_len,
         next_position,
-        to_syncers,
-        finisher,
+        buf: Vec::new(),
+        finisher: Arc::clone(&finisher),
         handed: 0,
-        seqs: HashMap::new(),
-        states: HashMap::new(),
+        previous_requests: 0,
+        previous_build: Duration::ZERO,
+        seqs: HashMap::default(),
+        states: HashMap::default(),
         in_flight: VecDeque::new(),
-    };
-    threads.push(
-        spawn("annals-writer")
-            .spawn(move || writer.run())
-            .map_err(|e| StorageError::io("starting the writer", e))?,
-    );
+    }));
+    let mut threads = Vec::with_capacity(COMMITTERS + 1);
+    for n in 0..COMMITTERS {
+        let committer = Committer {
+            writer: Arc::clone(&writer),
+            finisher: Arc::clone(&finisher),
+            sync,
+        };
+        threads.push(
+            spawn(&format!("annals-commit-{n}"))
+                .spawn(move || committer.run())
+                .map_err(|e| StorageError::io("starting a committer", e))?,
+        );
+    }
     threads.push(flusher);
     Ok(threads)
+}
+
+/// One of the [`COMMITTERS`]: leads (builds and writes a group), then syncs and answers it.
+struct Committer {
+    writer: Arc<Mutex<Writer>>,
+    finisher: Arc<Mutex<Finisher>>,
+    /// `Config::sync`: off, groups are finished without syncing.
+    sync: bool,
+}
+
+impl Committer {
+    fn run(self) {
+        let mut writer = self.writer.lock();
+        loop {
+            let Some(group) = writer.collect() else {
+                return;
+            };
+            let Some(job) = writer.commit(group) else {
+                continue;
+            };
+            if writer.sync_while_leading() {
+                sync_and_answer(&self.finisher, job, self.sync);
+                continue;
+            }
+            drop(writer);
+            sync_and_answer(&self.finisher, job, self.sync);
+            writer = self.writer.lock();
+        }
+    }
 }
 
 struct Writer {
@@ -160,10 +187,14 @@ struct Writer {
     /// The length of `segment`'s file: `offset` plus the zero-filled space ahead of it.
     file_len: u64,
     next_position: u64,
-    to_syncers: std_mpsc::SyncSender<SyncJob>,
+    /// The encoded records of the group being built, kept between groups.
+    buf: Vec<u8>,
     finisher: Arc<Mutex<Finisher>>,
     /// Groups handed to the finisher so far (the last one's number in write order).
     handed: u64,
+    /// How many requests the previous group held, and how long building it took.
+    previous_requests: usize,
+    previous_build: Duration,
     /// Next sequence number per category / event-type key (only the writer assigns them),
     /// including the groups in flight.
     seqs: HashMap<u64, u64>,
@@ -175,14 +206,32 @@ struct Writer {
     in_flight: VecDeque<(u64, Pending)>,
 }
 
+/// The group buffer is kept for the next group up to this capacity (a larger one, left by
+/// a group of big events, is freed).
+const GROUP_BUFFER_KEPT: usize = 1 << 20;
+
 /// Entries the writer's caches hold before they start over.
 const CACHE_LIMIT: usize = 1 << 16;
 
-/// A record of the group being built, with its offset in the group buffer.
+/// Requests taken from the queue together.
+struct Group {
+    requests: Vec<Request>,
+    /// Their encoded size, roughly.
+    bytes: usize,
+}
+
+/// A record of the group being built, with its position and its offset in the group buffer.
 struct Encoded {
-    event: RecordedEvent,
-    tombstone: bool,
+    record: PlannedRecord,
+    position: Position,
     offset_in_group: u64,
+}
+
+impl Encoded {
+    /// Metadata and tombstone records change what readers may see.
+    fn restricts(&self) -> bool {
+        self.record.tombstone || self.record.stream.metadata_target().is_some()
+    }
 }
 
 /// `$all` sparse index entries: (position, address).
@@ -210,56 +259,52 @@ struct WrittenLog {
 }
 
 impl Writer {
-    fn run(mut self) {
+    /// Waits for a request, then takes everything else already queued (up to
+    /// `group_max_bytes`); `None` once the engine is closing. Appenders answered by the
+    /// last group are usually about to send again, so a group much smaller than the last
+    /// one waits a moment for them (a fraction of the time the last group took to build).
+    fn collect(&mut self) -> Option<Group> {
+        let first = self.requests.blocking_recv()?;
         let limit = self.shared.config.group_max_bytes;
-        // How many requests the previous group held, and how long it took: appenders
-        // answered by the last group are usually about to send again, so a group that is
-        // much smaller than the last one waits a moment (a fraction of a group) for them.
-        let mut previous = 0usize;
-        let mut last_group = Duration::ZERO;
-        while let Some(first) = self.requests.blocking_recv() {
-            let mut bytes = request_bytes(&first.write);
-            let mut group = vec![first];
-            let linger = (last_group / 4).min(MAX_LINGER);
-            let deadline = Instant::now() + linger;
-            let mut target = None;
-            loop {
-                match self.requests.try_recv() {
-                    Ok(request) => {
-                        bytes += request_bytes(&request.write);
-                        group.push(request);
-                        if bytes >= limit {
-                            break;
-                        }
+        let previous = self.previous_requests;
+        let mut bytes = request_bytes(&first.write);
+        let mut requests = vec![first];
+        let deadline = Instant::now() + (self.previous_build / 4).min(MAX_LINGER);
+        let mut target = None;
+        while bytes < limit {
+            match self.requests.try_recv() {
+                Ok(request) => {
+                    bytes += request_bytes(&request.write);
+                    requests.push(request);
+                }
+                Err(_) => {
+                    // What was already queued, plus the appenders the last group answered.
+                    let wanted = *target.get_or_insert(requests.len() + previous);
+                    if previous < 2 || requests.len() >= wanted || Instant::now() >= deadline {
+                        break;
                     }
-                    Err(_) => {
-                        // What was already queued, plus the appenders the last group answered
-                        // (they are about to send again).
-                        let wanted = *target.get_or_insert(group.len() + previous);
-                        if previous < 2 || group.len() >= wanted || Instant::now() >= deadline {
-                            break;
-                        }
-                        std::thread::yield_now();
-                    }
+                    std::thread::yield_now();
                 }
             }
-            previous = group.len();
-            let started = Instant::now();
-            self.commit(group, bytes);
-            last_group = started.elapsed();
         }
+        self.previous_requests = requests.len();
+        Some(Group { requests, bytes })
     }
 
-    /// Plans, encodes and writes a group, then hands it to the syncer (waiting while the
-    /// group before it is being synced).
-    fn commit(&mut self, group: Vec<Request>, bytes: usize) {
+    /// Plans, encodes and writes a group and queues it for its answers; returns its sync,
+    /// for the caller to run once it has let the next leader in.
+    fn commit(&mut self, group: Group) -> Option<SyncJob> {
+        let Group {
+            requests: group,
+            bytes,
+        } = group;
         let ready = match self.shared.poisoned() {
             Some(poisoned) => Err(poisoned),
             None => self.trim_caches(),
         };
         if let Err(e) = ready {
             fail(group.into_iter().map(|r| r.reply), &e);
-            return;
+            return None;
         }
         let building = Instant::now();
         let group_start = self.next_position;
@@ -275,8 +320,10 @@ impl Writer {
         }
         let created = self.shared.config.clock.now();
         let mut pending = Pending::default();
-        let mut buf = Vec::with_capacity(bytes);
-        let mut encoded = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.reserve(bytes);
+        let mut encoded = Vec::with_capacity(group.len());
         let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
         for request in group {
             let planned = {
@@ -290,20 +337,21 @@ impl Writer {
                     Err(StorageError::backend("planning would have waited").into())
                 })
             };
-            let result = planned.map(|plan| {
-                let positions: Vec<Position> = (0..plan.records.len() as u64)
+            let result = planned.map(|mut plan| {
+                let records = std::mem::take(&mut plan.records);
+                let positions: Vec<Position> = (0..records.len() as u64)
                     .map(|i| Position(self.next_position + i))
                     .collect();
                 self.next_position += positions.len() as u64;
-                let last = plan.records.len().saturating_sub(1);
-                for (i, (record, position)) in plan.records.iter().zip(&positions).enumerate() {
-                    let event = recorded(record, *position, created);
+                let last = records.len().saturating_sub(1);
+                for (i, (record, &position)) in records.into_iter().zip(&positions).enumerate() {
                     let offset_in_group = buf.len() as u64;
-                    encode(&event, record.tombstone, i == last, synced_before, &mut buf);
-                    pending.apply(&event, record.tombstone);
+                    let mark = (synced_before, created);
+                    encode(&record, position, i == last, mark, &mut buf);
+                    pending.apply(&record, position);
                     encoded.push(Encoded {
-                        event,
-                        tombstone: record.tombstone,
+                        record,
+                        position,
                         offset_in_group,
                     });
                 }
@@ -311,30 +359,45 @@ impl Writer {
             });
             answers.push((request.reply, result));
         }
-        let log = if buf.is_empty() {
-            None
+        let written = if buf.is_empty() {
+            Ok(None)
         } else {
-            match self.write_group(&buf, encoded) {
-                Ok(log) => Some(log),
-                Err(e) => {
-                    if !matches!(e, StorageError::Poisoned { .. }) {
-                        self.shared.poison(&e);
-                    }
-                    self.next_position = group_start;
-                    fail(answers.into_iter().map(|(reply, _)| reply), &e);
-                    return;
+            self.write_group(&buf, encoded, created).map(Some)
+        };
+        if buf.capacity() <= GROUP_BUFFER_KEPT {
+            self.buf = buf;
+        }
+        let log = match written {
+            Ok(log) => log,
+            Err(e) => {
+                if !matches!(e, StorageError::Poisoned { .. }) {
+                    self.shared.poison(&e);
                 }
+                self.next_position = group_start;
+                fail(answers.into_iter().map(|(reply, _)| reply), &e);
+                return None;
             }
         };
         if log.is_some() {
             self.in_flight.push_back((self.next_position, pending));
         }
-        self.hand_over(Written { log, answers }, building.elapsed());
+        self.previous_build = building.elapsed();
+        self.hand_over(Written { log, answers })
     }
 
-    /// Queues a written group for its answers and has it synced: by a syncer, or here when
-    /// nothing else is in flight or waiting and the group was quick to build.
-    fn hand_over(&mut self, group: Written, build_time: Duration) {
+    /// Whether the group just written is best synced by its leader without letting the next
+    /// one in: nothing else is in flight or queued, and building groups is quick next to a
+    /// sync (else building the next one during this sync pays). It saves waking a committer,
+    /// most of a lone appender's overhead.
+    fn sync_while_leading(&self) -> bool {
+        let finisher = self.finisher.lock();
+        finisher.queue.len() == 1
+            && self.requests.is_empty()
+            && self.previous_build < finisher.last_sync / 2
+    }
+
+    /// Queues a written group for its answers; returns its sync, if it wrote anything.
+    fn hand_over(&mut self, group: Written) -> Option<SyncJob> {
         self.handed += 1;
         let job = group.log.as_ref().map(|log| SyncJob {
             seq: self.handed,
@@ -342,8 +405,7 @@ impl Writer {
             end_offset: log.end_offset,
         });
         let mut finisher = self.finisher.lock();
-        let idle = finisher.queue.is_empty();
-        if job.is_some() && !idle {
+        if job.is_some() && !finisher.queue.is_empty() {
             self.shared.stats.overlapped.fetch_add(1, Relaxed);
         }
         finisher.queue.push_back(Queued {
@@ -351,25 +413,11 @@ impl Writer {
             group,
             synced: false,
         });
-        let Some(job) = job else {
+        if job.is_none() {
             // Nothing to sync: answered as soon as every group before it is.
             finisher.answer_synced();
-            return;
-        };
-        if idle && self.requests.is_empty() && build_time < finisher.last_sync / 2 {
-            // Unless building groups takes long enough that overlapping the next one with
-            // this sync pays, sync here: it saves waking a syncer (most of a lone appender's
-            // overhead).
-            drop(finisher);
-            sync_and_answer(&self.finisher, job, self.shared.config.sync);
-            return;
         }
-        drop(finisher);
-        if let Err(std_mpsc::SendError(_)) = self.to_syncers.send(job) {
-            let e = StorageError::backend("the syncer threads are gone");
-            self.shared.poison(&e);
-            self.finisher.lock().fail_all(&e);
-        }
+        job
     }
 
     /// Writes a group to the log (without syncing it) and prepares what publishing it takes.
@@ -377,6 +425,7 @@ impl Writer {
         &mut self,
         buf: &[u8],
         encoded: Vec<Encoded>,
+        created: Timestamp,
     ) -> Result<WrittenLog, StorageError> {
         let len = buf.len() as u64;
         if self.offset > SEGMENT_HEADER_LEN && self.offset + len > self.shared.config.segment_bytes
@@ -384,9 +433,7 @@ impl Writer {
             // A new segment is not the last one any more once a later group lands in it, so
             // everything in the current one must be synced first (recovery cuts torn tails
             // only in the last segment).
-            let group_start = encoded
-                .first()
-                .map_or(self.next_position, |e| e.event.position.0);
+            let group_start = encoded.first().map_or(self.next_position, |e| e.position.0);
             self.wait_until_published(group_start)?;
             self.roll(group_start)?;
         }
@@ -406,21 +453,23 @@ impl Writer {
             })?;
         self.file_len = self.file_len.max(self.offset + len);
         let (entries, sparse) = self.index_entries(&encoded)?;
-        for e in &encoded {
-            let state = StreamState {
-                last_revision: Some(e.event.revision),
-                last_event_id: Some(e.event.id),
-                tombstoned: e.tombstone,
-            };
-            self.states.insert(e.event.stream.clone(), state);
-        }
         self.offset += len;
         let records = encoded.len() as u64;
-        let restricting = encoded
-            .into_iter()
-            .filter(|e| e.tombstone || e.event.stream.metadata_target().is_some())
-            .map(|e| (e.event, e.tombstone))
-            .collect();
+        let mut restricting = Vec::new();
+        for e in encoded {
+            let state = StreamState {
+                last_revision: Some(e.record.revision),
+                last_event_id: Some(e.record.event.id),
+                tombstoned: e.record.tombstone,
+            };
+            if e.restricts() {
+                self.states.insert(e.record.stream.clone(), state);
+                let tombstone = e.record.tombstone;
+                restricting.push((recorded(e.record, e.position, created), tombstone));
+            } else {
+                self.states.insert(e.record.stream, state);
+            }
+        }
         Ok(WrittenLog {
             segment: Arc::clone(&self.segment),
             end_offset: self.offset,
@@ -437,24 +486,22 @@ impl Writer {
     fn index_entries(&mut self, encoded: &[Encoded]) -> Result<(Vec<Entry>, Sparse), StorageError> {
         let all = key_hash(KeyKind::All, "");
         let mut entries = Vec::with_capacity(encoded.len() * 3);
-        let mut sparse = Vec::new();
         for e in encoded {
-            let address = log::address(self.segment.number, self.offset + e.offset_in_group);
-            let first_in_segment = e.event.position == self.segment.base;
-            let new = entries_for(
-                &self.shared.index,
-                &e.event,
-                address,
-                first_in_segment,
-                &mut self.seqs,
-            )?;
-            sparse.extend(
-                new.iter()
-                    .filter(|n| n.key == all)
-                    .map(|n| (n.position, n.address)),
-            );
-            entries.extend(new);
+            let record = IndexedRecord {
+                stream: &e.record.stream,
+                event_type: &e.record.event.event_type,
+                revision: e.record.revision,
+                position: e.position.0,
+                address: log::address(self.segment.number, self.offset + e.offset_in_group),
+                first_in_segment: e.position == self.segment.base,
+            };
+            entries_for(&self.shared.index, &record, &mut self.seqs, &mut entries)?;
         }
+        let sparse = entries
+            .iter()
+            .filter(|n| n.key == all)
+            .map(|n| (n.position, n.address))
+            .collect();
         Ok((entries, sparse))
     }
 
@@ -470,7 +517,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Waits until the syncer has synced and published every position below `position`.
+    /// Waits until the committers have synced and published every position below `position`.
     fn wait_until_published(&self, position: u64) -> Result<(), StorageError> {
         loop {
             if let Some(poisoned) = self.shared.poisoned() {
@@ -544,33 +591,13 @@ impl Writer {
     }
 }
 
-/// A written group's sync, for one of the syncers.
+/// A written group's sync.
 struct SyncJob {
     /// The group's number in write order (from 1).
     seq: u64,
     segment: Arc<Segment>,
     /// The segment's length after the group, for error messages.
     end_offset: u64,
-}
-
-/// Syncs groups as the writer hands them over; several run at once.
-struct Syncer {
-    jobs: Arc<Mutex<std_mpsc::Receiver<SyncJob>>>,
-    finisher: Arc<Mutex<Finisher>>,
-    /// `Config::sync`: off, groups are finished without syncing.
-    sync: bool,
-}
-
-impl Syncer {
-    fn run(self) {
-        loop {
-            // One idle syncer waits on the channel at a time; the others wait for the lock.
-            let Ok(job) = self.jobs.lock().recv() else {
-                return;
-            };
-            sync_and_answer(&self.finisher, job, self.sync);
-        }
-    }
 }
 
 /// Syncs a group's writes, then answers every group that is ready, in order.
@@ -615,8 +642,8 @@ struct Queued {
     synced: bool,
 }
 
-/// Publishes synced groups and answers their requests, in write order. The syncers and the
-/// writer share it.
+/// Publishes synced groups and answers their requests, in write order. The committers share
+/// it.
 struct Finisher {
     shared: Arc<Shared>,
     /// Every position below this is on stable storage (or would be, with `sync` off).
@@ -736,36 +763,36 @@ fn request_bytes(request: &WriteRequest) -> usize {
     }
 }
 
-fn recorded(
-    record: &PlannedRecord,
-    position: Position,
-    created: annals_core::Timestamp,
-) -> RecordedEvent {
+/// The event a planned record becomes once written.
+fn recorded(record: PlannedRecord, position: Position, created: Timestamp) -> RecordedEvent {
     RecordedEvent {
-        stream: record.stream.clone(),
+        stream: record.stream,
         revision: record.revision,
         position,
         id: record.event.id,
-        event_type: record.event.event_type.clone(),
+        event_type: record.event.event_type,
         content_type: record.event.content_type,
-        data: record.event.data.clone(),
-        metadata: record.event.metadata.clone(),
+        data: record.event.data,
+        metadata: record.event.metadata,
         created,
     }
 }
 
+/// Appends a planned record at `position` to `buf`; `mark` is the synced-before mark and the
+/// commit time.
 fn encode(
-    event: &RecordedEvent,
-    tombstone: bool,
+    record: &PlannedRecord,
+    position: Position,
     last: bool,
-    synced_before: Position,
+    (synced_before, created): (Position, Timestamp),
     buf: &mut Vec<u8>,
 ) {
+    let event = &record.event;
     let mut flags = 0;
     if last {
         flags |= FLAG_LAST_IN_TXN;
     }
-    if tombstone {
+    if record.tombstone {
         flags |= FLAG_TOMBSTONE;
     }
     if event.content_type == ContentType::Json {
@@ -773,12 +800,12 @@ fn encode(
     }
     record::encode(
         &RecordRef {
-            stream: event.stream.as_str(),
+            stream: record.stream.as_str(),
             event_type: event.event_type.as_str(),
-            revision: event.revision,
-            position: event.position,
+            revision: record.revision,
+            position,
             synced_before,
-            created: event.created,
+            created,
             id: event.id,
             flags,
             data: &event.data,
@@ -802,24 +829,23 @@ struct PendingStream {
 }
 
 impl Pending {
-    fn apply(&mut self, event: &RecordedEvent, tombstone: bool) {
+    fn apply(&mut self, record: &PlannedRecord, position: Position) {
+        let id = record.event.id;
         let stream = self
             .streams
-            .entry(event.stream.clone())
+            .entry(record.stream.clone())
             .or_insert_with(|| PendingStream {
                 state: StreamState::default(),
                 records: Vec::new(),
             });
         stream.state = StreamState {
-            last_revision: Some(event.revision),
-            last_event_id: Some(event.id),
-            tombstoned: tombstone,
+            last_revision: Some(record.revision),
+            last_event_id: Some(id),
+            tombstoned: record.tombstone,
         };
-        stream
-            .records
-            .push((event.revision, event.id, event.position));
-        if let Some(target) = event.stream.metadata_target()
-            && let Ok(metadata) = StreamMetadata::from_bytes(&event.data)
+        stream.records.push((record.revision, id, position));
+        if let Some(target) = record.stream.metadata_target()
+            && let Ok(metadata) = StreamMetadata::from_bytes(&record.event.data)
         {
             self.metadata.insert(target, metadata);
         }

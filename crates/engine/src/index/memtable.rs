@@ -1,6 +1,6 @@
 //! The in-memory part of the index.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use annals_core::Direction;
 

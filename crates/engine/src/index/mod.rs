@@ -75,10 +75,19 @@ pub enum KeyKind {
 
 /// The hash of a key.
 pub fn key_hash(kind: KeyKind, name: &str) -> u64 {
-    let mut bytes = Vec::with_capacity(name.len() + 1);
-    bytes.push(kind as u8);
-    bytes.extend_from_slice(name.as_bytes());
-    xxh3_64(&bytes)
+    // Names are short; the hash runs for every index entry written, so no allocation.
+    const ON_STACK: usize = 127;
+    let name = name.as_bytes();
+    if name.len() > ON_STACK {
+        let mut bytes = Vec::with_capacity(name.len() + 1);
+        bytes.push(kind as u8);
+        bytes.extend_from_slice(name);
+        return xxh3_64(&bytes);
+    }
+    let mut bytes = [0u8; ON_STACK + 1];
+    bytes[0] = kind as u8;
+    bytes[1..=name.len()].copy_from_slice(name);
+    xxh3_64(&bytes[..=name.len()])
 }
 
 /// Merges per-source results (each sorted in `direction`) and keeps the first `max`.
@@ -359,4 +368,26 @@ fn full_level(runs: &[Arc<Run>]) -> Option<u8> {
         .into_iter()
         .find(|(_, n)| *n >= MERGE_FAN_IN)
         .map(|(level, _)| level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys are stored in index runs: the hash of `kind ‖ name` must never change.
+    #[test]
+    fn key_hash_is_xxh3_of_the_kind_byte_and_the_name() {
+        for name in [
+            "",
+            "order-42",
+            &"s".repeat(127),
+            &"l".repeat(128),
+            &"x".repeat(512),
+        ] {
+            let mut bytes = vec![KeyKind::Stream as u8];
+            bytes.extend_from_slice(name.as_bytes());
+            assert_eq!(key_hash(KeyKind::Stream, name), xxh3_64(&bytes), "{name}");
+        }
+        assert_eq!(key_hash(KeyKind::Category, "order"), 0xfde8_9942_f009_7b6c);
+    }
 }
