@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use annals_core::readpath::{self, IndexEntry, IndexKey, LogAccess};
 use annals_core::visibility::Restriction;
@@ -132,6 +133,10 @@ pub(crate) struct Counters {
     pub(crate) overlapped: AtomicU64,
     pub(crate) index_freezes: AtomicU64,
     pub(crate) index_flushes: AtomicU64,
+    pub(crate) queued_ns: AtomicU64,
+    pub(crate) building_ns: AtomicU64,
+    pub(crate) syncing_ns: AtomicU64,
+    pub(crate) answering_ns: AtomicU64,
 }
 
 /// Totals since the engine was opened.
@@ -152,6 +157,23 @@ pub struct Stats {
     /// Frozen memtables written as index runs (equal to `index_freezes` once the background
     /// flusher has caught up).
     pub index_flushes: u64,
+    /// Where the answered requests spent their time inside the engine, in nanoseconds
+    /// summed over requests (divide by `requests` for a mean).
+    pub time: RequestTime,
+}
+
+/// Time write requests spent in the engine's stages, summed over requests, in nanoseconds.
+/// Together they are the time from queueing a request to answering it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestTime {
+    /// In the queue, until a leader took the request's group.
+    pub queued_ns: u64,
+    /// While the group was planned, encoded and written.
+    pub building_ns: u64,
+    /// From written until the group's own sync returned.
+    pub syncing_ns: u64,
+    /// From then until answered: earlier groups' syncs, publishing, the answers.
+    pub answering_ns: u64,
 }
 
 impl Shared {
@@ -367,6 +389,12 @@ impl Engine {
             overlapped: c.overlapped.load(Ordering::Relaxed),
             index_freezes: c.index_freezes.load(Ordering::Relaxed),
             index_flushes: c.index_flushes.load(Ordering::Relaxed),
+            time: RequestTime {
+                queued_ns: c.queued_ns.load(Ordering::Relaxed),
+                building_ns: c.building_ns.load(Ordering::Relaxed),
+                syncing_ns: c.syncing_ns.load(Ordering::Relaxed),
+                answering_ns: c.answering_ns.load(Ordering::Relaxed),
+            },
         }
     }
 
@@ -418,6 +446,7 @@ impl EventAppender for Engine {
             .send(writer::Request {
                 write: request,
                 reply,
+                queued: Instant::now(),
             })
             .await
             .map_err(|_| StorageError::Closed)?;

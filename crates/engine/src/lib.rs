@@ -17,4 +17,4 @@ mod recovery;
 pub mod verify;
 mod writer;
 
-pub use engine::{Config, Engine, OpenError, Stats};
+pub use engine::{Config, Engine, OpenError, RequestTime, Stats};

@@ -73,6 +73,8 @@ pub(crate) const COMMITTERS: usize = 3;
 pub(crate) struct Request {
     pub(crate) write: WriteRequest,
     pub(crate) reply: oneshot::Sender<Result<Vec<AppendResult>, AppendError>>,
+    /// When the appender queued it.
+    pub(crate) queued: Instant,
 }
 
 type Reply = oneshot::Sender<Result<Vec<AppendResult>, AppendError>>;
@@ -242,6 +244,15 @@ struct Written {
     /// What the group wrote; `None` when every request was answered without writing.
     log: Option<WrittenLog>,
     answers: Vec<Answer>,
+    /// Where its requests' time went so far, for [`Counters`](crate::engine::Counters).
+    timing: GroupTiming,
+}
+
+/// A group's time in the queue and in the leader's hands, summed over its requests.
+struct GroupTiming {
+    queued: Duration,
+    building: Duration,
+    written_at: Instant,
 }
 
 /// The log side of a written group: what to sync and what to publish after.
@@ -325,7 +336,10 @@ impl Writer {
         buf.reserve(bytes);
         let mut encoded = Vec::with_capacity(group.len());
         let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
+        let requests = group.len() as u32;
+        let mut queued = Duration::ZERO;
         for request in group {
+            queued += building.saturating_duration_since(request.queued);
             let planned = {
                 let mut view = GroupView {
                     shared: &self.shared,
@@ -382,7 +396,16 @@ impl Writer {
             self.in_flight.push_back((self.next_position, pending));
         }
         self.previous_build = building.elapsed();
-        self.hand_over(Written { log, answers })
+        let timing = GroupTiming {
+            queued,
+            building: self.previous_build * requests,
+            written_at: Instant::now(),
+        };
+        self.hand_over(Written {
+            log,
+            answers,
+            timing,
+        })
     }
 
     /// Whether the group just written is best synced by its leader without letting the next
@@ -411,7 +434,7 @@ impl Writer {
         finisher.queue.push_back(Queued {
             seq: self.handed,
             group,
-            synced: false,
+            synced_at: None,
         });
         if job.is_none() {
             // Nothing to sync: answered as soon as every group before it is.
@@ -638,8 +661,8 @@ fn sync_and_answer(finisher: &Mutex<Finisher>, job: SyncJob, sync: bool) {
 struct Queued {
     seq: u64,
     group: Written,
-    /// Its own sync has returned.
-    synced: bool,
+    /// When its own sync returned.
+    synced_at: Option<Instant>,
 }
 
 /// Publishes synced groups and answers their requests, in write order. The committers share
@@ -658,7 +681,7 @@ struct Finisher {
 impl Finisher {
     fn synced(&mut self, seq: u64) {
         if let Some(queued) = self.queue.iter_mut().find(|q| q.seq == seq) {
-            queued.synced = true;
+            queued.synced_at = Some(Instant::now());
         }
     }
 
@@ -667,9 +690,9 @@ impl Finisher {
     fn answer_synced(&mut self) {
         while let Some(queued) = self
             .queue
-            .pop_front_if(|q| q.synced || q.group.log.is_none())
+            .pop_front_if(|q| q.synced_at.is_some() || q.group.log.is_none())
         {
-            self.finish(queued.group);
+            self.finish(queued.group, queued.synced_at);
         }
     }
 
@@ -681,12 +704,17 @@ impl Finisher {
     }
 
     /// Publishes a synced group and answers its requests.
-    fn finish(&mut self, group: Written) {
+    fn finish(&mut self, group: Written, synced_at: Option<Instant>) {
+        let Written {
+            log,
+            answers,
+            timing,
+        } = group;
         if let Some(poisoned) = self.shared.poisoned() {
-            fail(group.answers.into_iter().map(|(reply, _)| reply), &poisoned);
+            fail(answers.into_iter().map(|(reply, _)| reply), &poisoned);
             return;
         }
-        if let Some(log) = group.log {
+        if let Some(log) = log {
             let end = (
                 log.end_position,
                 log::address(log.segment.number, log.end_offset),
@@ -699,11 +727,8 @@ impl Finisher {
         }
         // Every answer below is for a group whose bytes are synced, or an answer that wrote
         // nothing and came after every group before it was synced.
-        self.shared
-            .stats
-            .requests
-            .fetch_add(group.answers.len() as u64, Relaxed);
-        for (reply, result) in group.answers {
+        let requests = answers.len() as u32;
+        for (reply, result) in answers {
             if let Ok(results) = &result {
                 // Nothing is acknowledged before the sync that covers it.
                 debug_assert!(
@@ -716,6 +741,26 @@ impl Finisher {
             }
             let _ = reply.send(result);
         }
+        self.count(&timing, requests, synced_at);
+    }
+
+    /// Counts a group's answered requests and where their time went.
+    fn count(&self, timing: &GroupTiming, requests: u32, synced_at: Option<Instant>) {
+        self.shared
+            .stats
+            .requests
+            .fetch_add(u64::from(requests), Relaxed);
+        let synced_at = synced_at.unwrap_or(timing.written_at);
+        let syncing = synced_at.saturating_duration_since(timing.written_at) * requests;
+        let answering = synced_at.elapsed() * requests;
+        let stats = &self.shared.stats;
+        let add = |counter: &std::sync::atomic::AtomicU64, time: Duration| {
+            counter.fetch_add(u64::try_from(time.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        };
+        add(&stats.queued_ns, timing.queued);
+        add(&stats.building_ns, timing.building);
+        add(&stats.syncing_ns, syncing);
+        add(&stats.answering_ns, answering);
     }
 
     /// Makes a synced group visible: index entries, restrictions, sparse index, head.

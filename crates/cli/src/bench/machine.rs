@@ -1,4 +1,5 @@
-//! The machine's own limits, measured first: fdatasync rate and sequential write bandwidth.
+//! The machine's own limits, measured first: fdatasync rate, the latency of a small durable
+//! overwrite with one and two in flight, and sequential write bandwidth.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -8,6 +9,9 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Machine {
     pub(crate) fdatasync_per_s: f64,
+    /// Mean latency of a 16 KiB overwrite + fdatasync of already written blocks (what a
+    /// small group commit costs), with one and with two in flight on one file.
+    pub(crate) overwrite_sync_us: [f64; 2],
     pub(crate) seq_write_mib_s: f64,
 }
 
@@ -23,6 +27,10 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
         n += 1;
     }
     let fdatasync_per_s = n as f64 / started.elapsed().as_secs_f64();
+    let overwrite_sync_us = [
+        overwrite_sync_latency(&file, 1)?,
+        overwrite_sync_latency(&file, 2)?,
+    ];
     let chunk = vec![9u8; 1 << 20];
     let total_mib = 256u64;
     let started = Instant::now();
@@ -35,6 +43,47 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
     std::fs::remove_file(&path)?;
     Ok(Machine {
         fdatasync_per_s,
+        overwrite_sync_us,
         seq_write_mib_s,
     })
+}
+
+/// Mean microseconds per 16 KiB overwrite + fdatasync, `in_flight` threads at once for a
+/// second, each within its own 4 MiB of `file` (written and synced once first).
+fn overwrite_sync_latency(file: &std::fs::File, in_flight: u64) -> anyhow::Result<f64> {
+    const REGION: u64 = 4 << 20;
+    const WRITE: usize = 16 << 10;
+    let zeros = vec![0u8; 1 << 20];
+    for i in 0..(REGION * in_flight) >> 20 {
+        file.write_all_at(&zeros, i << 20)?;
+    }
+    file.sync_data()?;
+    let per_thread = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..in_flight)
+            .map(|t| {
+                scope.spawn(move || -> std::io::Result<(u64, f64)> {
+                    let block = vec![5u8; WRITE];
+                    let started = Instant::now();
+                    let mut n = 0u64;
+                    while started.elapsed().as_secs_f64() < 1.0 {
+                        let offset = t * REGION + (n * WRITE as u64) % REGION;
+                        file.write_all_at(&block, offset)?;
+                        file.sync_data()?;
+                        n += 1;
+                    }
+                    Ok((n, started.elapsed().as_secs_f64()))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("probe thread")))
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })?;
+    let syncs: u64 = per_thread.iter().map(|(n, _)| n).sum();
+    let busy: f64 = per_thread.iter().map(|(_, s)| s).sum();
+    Ok(busy * 1e6 / syncs.max(1) as f64)
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::machine::Machine;
+use super::workloads::Stages;
 
 /// One measured line.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +21,7 @@ pub(crate) struct Line {
     pub(crate) seconds: Option<f64>,
     pub(crate) ratio_vs_postgres: Option<f64>,
     pub(crate) extra: Option<String>,
+    pub(crate) stages: Option<Stages>,
 }
 
 #[derive(Debug, Default)]
@@ -40,12 +42,15 @@ fn fmt(v: Option<f64>, unit: &str) -> String {
 impl Report {
     pub(crate) fn machine(&mut self, m: &Machine) {
         println!(
-            "machine  fdatasync {:.0}/s   sequential write {:.0} MiB/s",
-            m.fdatasync_per_s, m.seq_write_mib_s
+            "machine  fdatasync {:.0}/s   16 KiB overwrite + fdatasync {:.0} µs (2 in flight: \
+             {:.0} µs each)   sequential write {:.0} MiB/s",
+            m.fdatasync_per_s, m.overwrite_sync_us[0], m.overwrite_sync_us[1], m.seq_write_mib_s
         );
         self.lines.push(json!({
             "workload": "machine", "variant": null, "system": "machine",
             "fdatasync_per_s": m.fdatasync_per_s, "seq_write_mib_s": m.seq_write_mib_s,
+            "overwrite_sync_us": m.overwrite_sync_us[0],
+            "overwrite_sync_us_2_in_flight": m.overwrite_sync_us[1],
             "events_per_s": null, "p50_ms": null, "p99_ms": null, "ratio_vs_postgres": null,
         }));
     }
@@ -85,6 +90,10 @@ impl Report {
             "seconds": line.seconds,
             "ratio_vs_postgres": line.ratio_vs_postgres,
             "note": line.extra,
+            "stages_us": line.stages.map(|s| json!({
+                "queued": s.queued_us, "building": s.building_us, "syncing": s.syncing_us,
+                "answering": s.answering_us, "caller": s.caller_us,
+            })),
         }));
     }
 

@@ -12,7 +12,7 @@ use annals_core::{
     EventAppender, EventReader, EventType, ExpectedRevision, NewEvent, ReadAllOptions,
     ReadStreamOptions, StreamName, Timestamp,
 };
-use annals_engine::{Config, Engine};
+use annals_engine::{Config, Engine, Stats};
 use futures::StreamExt;
 
 use super::Plan;
@@ -79,6 +79,8 @@ pub(crate) struct Run {
     pub(crate) latencies_us: Vec<u64>,
     fsyncs_per_s: f64,
     group_size: f64,
+    /// Mean time per append in the engine's stages, when the store reports them.
+    pub(crate) stages: Option<Stages>,
     /// CPU time of this process over wall time, in cores (2.0 = both cores busy).
     pub(crate) cpu_cores: f64,
 }
@@ -101,14 +103,55 @@ fn process_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Syncs and records the store has written so far, for stores that count them.
-pub(crate) type SyncCounter<'a> = Option<&'a (dyn Fn() -> (u64, u64) + Sync)>;
+/// The store's counters so far, for stores that keep them (the embedded engine).
+pub(crate) type SyncCounter<'a> = Option<&'a (dyn Fn() -> Stats + Sync)>;
 
-/// The embedded engine's sync and record counters.
-fn engine_counter(engine: &Engine) -> impl Fn() -> (u64, u64) + Sync + '_ {
-    move || {
-        let s = engine.stats();
-        (s.syncs, s.records)
+/// The embedded engine's counters.
+fn engine_counter(engine: &Engine) -> impl Fn() -> Stats + Sync + '_ {
+    move || engine.stats()
+}
+
+/// Where an append's time went, in microseconds per append (means over a run): inside the
+/// engine (see `annals_engine::RequestTime`) and in the caller (the rest of the measured
+/// latency: waking the appending task, building the request, validating it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stages {
+    pub(crate) queued_us: f64,
+    pub(crate) building_us: f64,
+    pub(crate) syncing_us: f64,
+    pub(crate) answering_us: f64,
+    pub(crate) caller_us: f64,
+}
+
+impl Stages {
+    fn between(before: &Stats, after: &Stats, mean_latency_us: f64) -> Option<Self> {
+        let requests = after
+            .requests
+            .checked_sub(before.requests)
+            .filter(|&n| n > 0)? as f64;
+        let per_request = |a: u64, b: u64| a.saturating_sub(b) as f64 / requests / 1000.0;
+        let (a, b) = (&after.time, &before.time);
+        let queued_us = per_request(a.queued_ns, b.queued_ns);
+        let building_us = per_request(a.building_ns, b.building_ns);
+        let syncing_us = per_request(a.syncing_ns, b.syncing_ns);
+        let answering_us = per_request(a.answering_ns, b.answering_ns);
+        let engine = queued_us + building_us + syncing_us + answering_us;
+        Some(Self {
+            queued_us,
+            building_us,
+            syncing_us,
+            answering_us,
+            caller_us: (mean_latency_us - engine).max(0.0),
+        })
+    }
+
+    /// `queued 40 + building 45 + syncing 150 + answering 20 + caller 50 µs`.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "per append: queued {:.0} + building {:.0} + syncing {:.0} + answering {:.0} + \
+             caller {:.0} µs",
+            self.queued_us, self.building_us, self.syncing_us, self.answering_us, self.caller_us
+        )
     }
 }
 
@@ -125,7 +168,7 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = process_cpu_seconds();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let before = counter.map_or((0, 0), |c| c());
+    let before = counter.map(|c| c());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -165,14 +208,24 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
         latencies_us.extend(l);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let after = counter.map_or((0, 0), |c| c());
+    let after = counter.map(|c| c());
     latencies_us.sort_unstable();
-    let syncs = (after.0 - before.0) as f64;
+    let mean_latency_us =
+        latencies_us.iter().sum::<u64>() as f64 / latencies_us.len().max(1) as f64;
+    let (syncs, records, stages) = match (&before, &after) {
+        (Some(b), Some(a)) => (
+            a.syncs.saturating_sub(b.syncs) as f64,
+            a.records.saturating_sub(b.records) as f64,
+            Stages::between(b, a, mean_latency_us),
+        ),
+        _ => (0.0, 0.0, None),
+    };
     Ok(Run {
         events_per_s: events as f64 / elapsed,
         latencies_us,
         fsyncs_per_s: syncs / elapsed,
-        group_size: (after.1 - before.1) as f64 / syncs.max(1.0),
+        group_size: records / syncs.max(1.0),
+        stages,
         cpu_cores: (process_cpu_seconds() - cpu_before) / elapsed,
     })
 }
@@ -246,12 +299,15 @@ async fn append_workload(
             p99_ms: percentile_ms(&run.latencies_us, 0.99),
             ratio_vs_postgres: pg.map(|pg| run.events_per_s / pg),
             extra: Some(format!(
-                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores",
+                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}",
                 run.fsyncs_per_s,
                 run.group_size,
                 run.cpu_cores,
-                std::thread::available_parallelism().map_or(1, |n| n.get())
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                run.stages
+                    .map_or(String::new(), |s| format!("; {}", s.describe()))
             )),
+            stages: run.stages,
             ..Line::default()
         });
         report.line(Line {
