@@ -62,11 +62,12 @@ static ZEROS: [u8; ZERO_FILL_CHUNK as usize] = [0; ZERO_FILL_CHUNK as usize];
 /// How often the writer checks whether the groups in flight are synced, when it must wait.
 const SYNCED_POLL: Duration = Duration::from_micros(50);
 
-/// Committer threads: one leads (builds and writes the next group) while the others sync
-/// and answer the groups they wrote, so at most this many groups are unsynced at once.
-/// Two and four measured the same as three on a 2-core VM (W1 64 writers, alternating
-/// runs); three keeps a leader free while two syncs run.
-pub(crate) const COMMITTERS: usize = 3;
+/// Committer threads: one leads (builds and writes the next group) while the other syncs
+/// and answers the group it wrote, so at most this many groups are unsynced at once. Two
+/// measured best on a 2-core VM (W1 64 writers, 10 alternating runs: ~201,000 events/s
+/// against ~188,000 with three): a third lets a third sync overlap, which makes every sync
+/// slower, and the leader hands over to it with a wake-up before its own sync.
+pub(crate) const COMMITTERS: usize = 2;
 
 /// A queued write and where its answer goes.
 #[derive(Debug)]
