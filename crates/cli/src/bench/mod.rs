@@ -37,9 +37,39 @@ pub(crate) struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pg_url: String,
-    /// The baseline SQL files.
-    #[arg(long, default_value = "../shared/baselines")]
-    baselines: PathBuf,
+    /// The baseline SQL files (default: `shared/baselines` beside the working directory or
+    /// beside the checkout this binary was built in).
+    #[arg(long, env = "ANNALS_BASELINES")]
+    baselines: Option<PathBuf>,
+    /// Seconds per measured run (default 5; 2 with `--quick`).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Runs per measurement, of which the median is reported (default 5; 3 with `--quick`).
+    #[arg(long)]
+    repeats: Option<usize>,
+    /// Events in the W4 read and the W8 restart stores (default 3 M and 10 M; 1 M each with
+    /// `--quick`).
+    #[arg(long)]
+    events: Option<u64>,
+}
+
+/// Where the baseline SQL files are: `--baselines`, else the first `shared/baselines` found
+/// beside the working directory or beside the checkout the binary was built in.
+fn baselines_dir(given: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = given {
+        return dir;
+    }
+    let beside = |dir: &std::path::Path| {
+        dir.ancestors()
+            .map(|a| a.join("shared").join("baselines"))
+            .find(|b| b.join("pg_event_store_schema.sql").is_file())
+    };
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok();
+    cwd.iter()
+        .chain(exe.iter())
+        .find_map(|start| beside(start))
+        .unwrap_or_else(|| PathBuf::from("../shared/baselines"))
 }
 
 /// How long and how often each measurement runs.
@@ -52,7 +82,7 @@ pub(crate) struct Plan {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let plan = if args.quick {
+    let mut plan = if args.quick {
         Plan {
             seconds: 2.0,
             repeats: 3,
@@ -67,6 +97,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             restart_events: 10_000_000,
         }
     };
+    if let Some(seconds) = args.seconds {
+        anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
+        plan.seconds = seconds;
+    }
+    if let Some(repeats) = args.repeats {
+        anyhow::ensure!(repeats > 0, "--repeats must be at least 1");
+        plan.repeats = repeats;
+    }
+    if let Some(events) = args.events {
+        anyhow::ensure!(events >= 4_000, "--events must be at least 4000");
+        plan.read_events = events;
+        plan.restart_events = events;
+    }
     let base = match &args.dir {
         Some(dir) => dir.clone(),
         None => PathBuf::from("."),
@@ -76,7 +119,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut report = Report::default();
     let machine = machine::measure(scratch.path())?;
     report.machine(&machine);
-    let pg = postgres::Baseline::new(&args.pg_url, &args.baselines);
+    let baselines = baselines_dir(args.baselines);
+    if !baselines.join("pg_event_store_schema.sql").is_file() {
+        eprintln!(
+            "no PostgreSQL baseline files in {} (pass --baselines DIR): lines show Annals \
+             without the ratio",
+            baselines.display()
+        );
+    }
+    let pg = postgres::Baseline::new(&args.pg_url, &baselines);
     let wants = |w: &str| args.workloads.iter().any(|x| x.eq_ignore_ascii_case(w));
     let ctx = workloads::Context {
         dir: scratch.path().to_owned(),

@@ -331,9 +331,9 @@ pub(crate) async fn w3(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
 
 /// Appends `events` in 1,000-event batches from 4 writers.
 pub(crate) async fn fill(engine: &Arc<Engine>, events: u64) -> anyhow::Result<()> {
-    let per_writer = events / 4;
     let mut tasks = Vec::new();
     for w in 0..4u64 {
+        let per_writer = events / 4 + u64::from(w < events % 4);
         let engine = Arc::clone(engine);
         tasks.push(tokio::spawn(async move {
             let event_type = EventType::new("Filled")?;

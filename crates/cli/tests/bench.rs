@@ -1,0 +1,127 @@
+//! `annals bench` end to end, shortened: every workload runs, the JSON report has one
+//! object per measured line with the keys the issue names, the machine entry comes first,
+//! and the Annals append lines carry the PostgreSQL ratio and the time breakdown.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// `shared/baselines` beside the checkout, when it is there (it is not in a clone made
+/// elsewhere; the bench then reports Annals without ratios).
+fn baselines() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    root.ancestors()
+        .map(|a| a.join("shared").join("baselines"))
+        .find(|b| b.join("pg_event_store_schema.sql").is_file())
+}
+
+fn pg_reachable() -> bool {
+    Command::new("psql")
+        .args(["-X", "-q", "-c", "select 1"])
+        .arg(
+            std::env::var("ANNALS_PG_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        )
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn number(line: &Value, key: &str) -> Option<f64> {
+    line.get(key).and_then(Value::as_f64)
+}
+
+#[test]
+fn a_short_run_reports_every_workload_with_its_baseline() {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let with_baseline = baselines().is_some() && pg_reachable();
+    if ci && baselines().is_some() {
+        assert!(
+            with_baseline,
+            "PostgreSQL is required in CI but unreachable"
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("out.json");
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_annals"));
+    bench
+        .args(["bench", "--workloads", "W1,W2,W3,W4,W5,W8"])
+        .args(["--seconds", "0.3", "--repeats", "1", "--events", "20000"])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json);
+    if let Some(baselines) = baselines() {
+        bench.arg("--baselines").arg(baselines);
+    }
+    let out = bench.output().expect("annals bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+
+    let lines: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    for line in &lines {
+        for key in [
+            "workload",
+            "variant",
+            "system",
+            "events_per_s",
+            "p50_ms",
+            "p99_ms",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+        assert!(
+            line.get("ratio_vs_postgres").is_some(),
+            "ratio key in {line}"
+        );
+    }
+    let machine = &lines[0];
+    assert_eq!(machine["system"], "machine");
+    for key in ["fdatasync_per_s", "seq_write_mib_s", "overwrite_sync_us"] {
+        assert!(
+            number(machine, key).is_some_and(|v| v > 0.0),
+            "{key} in {machine}"
+        );
+    }
+
+    let annals = |workload: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["workload"] == workload && l["system"] == "annals")
+            .collect()
+    };
+    let w1 = annals("W1");
+    let variants: Vec<&str> = w1.iter().filter_map(|l| l["variant"].as_str()).collect();
+    assert_eq!(variants, ["1 writers", "16 writers", "64 writers"]);
+    for line in w1.iter().chain(&annals("W3")) {
+        assert!(
+            number(line, "events_per_s").is_some_and(|v| v > 0.0),
+            "{line}"
+        );
+        assert!(number(line, "p99_ms").is_some_and(|v| v > 0.0), "{line}");
+        let stages = &line["stages_us"];
+        for stage in ["queued", "building", "syncing", "answering", "caller"] {
+            assert!(number(stages, stage).is_some(), "{stage} in {line}");
+        }
+        // Every append waits for its own fdatasync.
+        assert!(number(stages, "syncing").is_some_and(|v| v > 0.0), "{line}");
+        if with_baseline {
+            assert!(number(line, "ratio_vs_postgres").is_some(), "{line}");
+        }
+    }
+    assert_eq!(annals("W2").len(), 3, "W2 has 1, 16 and 64 gRPC writers");
+    assert_eq!(annals("W3").len(), 2);
+    let w4 = annals("W4");
+    assert!(number(w4[0], "events_per_s").is_some_and(|v| v > 0.0));
+    assert!(number(w4[0], "mib_per_s").is_some_and(|v| v > 0.0));
+    if with_baseline {
+        assert!(number(w4[0], "ratio_vs_postgres").is_some(), "{}", w4[0]);
+    }
+    let w5 = annals("W5");
+    assert!(number(w5[0], "p99_ms").is_some_and(|v| v > 0.0));
+    let w8 = annals("W8");
+    assert!(number(w8[0], "seconds").is_some_and(|v| v > 0.0));
+    assert!(stdout.contains("per append: queued"), "{stdout}");
+}
