@@ -79,7 +79,13 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
     }
     let machine = &lines[0];
     assert_eq!(machine["system"], "machine");
-    for key in ["fdatasync_per_s", "seq_write_mib_s", "overwrite_sync_us"] {
+    for key in [
+        "fdatasync_per_s",
+        "seq_write_mib_s",
+        "overwrite_sync_us",
+        "overwrite_sync_us_2_in_flight",
+        "wake_up_us",
+    ] {
         assert!(
             number(machine, key).is_some_and(|v| v > 0.0),
             "{key} in {machine}"
@@ -124,4 +130,16 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
     let w8 = annals("W8");
     assert!(number(w8[0], "seconds").is_some_and(|v| v > 0.0));
     assert!(stdout.contains("per append: queued"), "{stdout}");
+}
+
+#[test]
+fn an_unknown_workload_is_refused_before_anything_runs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["bench", "--workloads", "W1,W9"])
+        .output()
+        .expect("annals bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("unknown workload \"W9\""), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing measured");
 }

@@ -1,5 +1,6 @@
 //! The machine's own limits, measured first: fdatasync rate, the latency of a small durable
-//! overwrite with one and two in flight, and sequential write bandwidth.
+//! overwrite with one and two in flight, sequential write bandwidth, and how long waking a
+//! sleeping thread takes (every group commit hands work between threads).
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -13,6 +14,8 @@ pub(crate) struct Machine {
     /// small group commit costs), with one and with two in flight on one file.
     pub(crate) overwrite_sync_us: [f64; 2],
     pub(crate) seq_write_mib_s: f64,
+    /// Mean microseconds from unparking a sleeping thread until it runs (half a ping-pong).
+    pub(crate) wake_up_us: f64,
 }
 
 pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
@@ -45,7 +48,49 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
         fdatasync_per_s,
         overwrite_sync_us,
         seq_write_mib_s,
+        wake_up_us: wake_up_latency(),
     })
+}
+
+/// Half the mean round trip of two threads that take turns waking each other, each parking
+/// until woken (for 0.3 s).
+fn wake_up_latency() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let turn = AtomicU64::new(0);
+    let main = std::thread::current();
+    let rounds = std::thread::scope(|scope| {
+        let turn = &turn;
+        let partner = scope.spawn(move || {
+            let mut seen = 0;
+            loop {
+                while turn.load(Ordering::Acquire) == seen {
+                    std::thread::park();
+                }
+                seen = turn.load(Ordering::Acquire);
+                if seen == u64::MAX {
+                    return;
+                }
+                seen += 1;
+                turn.store(seen, Ordering::Release);
+                main.unpark();
+            }
+        });
+        let started = Instant::now();
+        let mut rounds = 0u64;
+        while started.elapsed().as_secs_f64() < 0.3 {
+            let mine = turn.load(Ordering::Acquire) + 1;
+            turn.store(mine, Ordering::Release);
+            partner.thread().unpark();
+            while turn.load(Ordering::Acquire) == mine {
+                std::thread::park();
+            }
+            rounds += 1;
+        }
+        turn.store(u64::MAX, Ordering::Release);
+        partner.thread().unpark();
+        (rounds, started.elapsed().as_secs_f64())
+    });
+    rounds.1 * 1e6 / rounds.0.max(1) as f64 / 2.0
 }
 
 /// Mean microseconds per 16 KiB overwrite + fdatasync, `in_flight` threads at once for a

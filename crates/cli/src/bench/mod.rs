@@ -81,7 +81,20 @@ pub(crate) struct Plan {
     pub(crate) restart_events: u64,
 }
 
+/// The workloads `--workloads` accepts.
+const WORKLOADS: [&str; 7] = ["W1", "W2", "W3", "W4", "W5", "W8", "PG"];
+
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(unknown) = args
+        .workloads
+        .iter()
+        .find(|w| !WORKLOADS.iter().any(|k| k.eq_ignore_ascii_case(w)))
+    {
+        anyhow::bail!(
+            "unknown workload {unknown:?} in --workloads: choose from {}",
+            WORKLOADS.join(",")
+        );
+    }
     let mut plan = if args.quick {
         Plan {
             seconds: 2.0,

@@ -43,14 +43,19 @@ impl Report {
     pub(crate) fn machine(&mut self, m: &Machine) {
         println!(
             "machine  fdatasync {:.0}/s   16 KiB overwrite + fdatasync {:.0} µs (2 in flight: \
-             {:.0} µs each)   sequential write {:.0} MiB/s",
-            m.fdatasync_per_s, m.overwrite_sync_us[0], m.overwrite_sync_us[1], m.seq_write_mib_s
+             {:.0} µs each)   sequential write {:.0} MiB/s   thread wake-up {:.1} µs",
+            m.fdatasync_per_s,
+            m.overwrite_sync_us[0],
+            m.overwrite_sync_us[1],
+            m.seq_write_mib_s,
+            m.wake_up_us
         );
         self.lines.push(json!({
             "workload": "machine", "variant": null, "system": "machine",
             "fdatasync_per_s": m.fdatasync_per_s, "seq_write_mib_s": m.seq_write_mib_s,
             "overwrite_sync_us": m.overwrite_sync_us[0],
             "overwrite_sync_us_2_in_flight": m.overwrite_sync_us[1],
+            "wake_up_us": m.wake_up_us,
             "events_per_s": null, "p50_ms": null, "p99_ms": null, "ratio_vs_postgres": null,
         }));
     }
