@@ -1,6 +1,5 @@
 //! The engine: configuration, opening (with recovery), reads, and the core traits.
 
-use foldhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,6 +15,7 @@ use annals_core::{
     StorageError, StreamKind, StreamMetadata, StreamName, SystemClock, WriteRequest,
 };
 use async_trait::async_trait;
+use foldhash::HashMap;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot, watch};
 

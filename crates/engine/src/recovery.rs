@@ -9,12 +9,12 @@
 //! Zero bytes from the failing record to the end of the file are not a failure: they are
 //! the space the writer zero-fills ahead of the log, and the log ends where they start.
 
-use foldhash::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use annals_core::metadata::{METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE};
 use annals_core::{Direction, EventType, StorageError};
+use foldhash::HashMap;
 
 use crate::device::Vfs;
 use crate::engine::{IndexedRecord, Published, Restricted, apply_restriction, entries_for};

@@ -280,7 +280,8 @@ impl Writer {
         let limit = self.shared.config.group_max_bytes;
         let previous = self.previous_requests;
         let mut bytes = request_bytes(&first.write);
-        let mut requests = vec![first];
+        let mut requests = Vec::with_capacity(previous + 1);
+        requests.push(first);
         let deadline = Instant::now() + (self.previous_build / 4).min(MAX_LINGER);
         let mut target = None;
         while bytes < limit {

@@ -1,8 +1,7 @@
 //! The in-memory part of the index.
 
-use foldhash::HashMap;
-
 use annals_core::Direction;
+use foldhash::HashMap;
 
 use super::Entry;
 
