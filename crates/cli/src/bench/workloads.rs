@@ -104,7 +104,7 @@ fn process_cpu_seconds() -> f64 {
 }
 
 /// The store's counters so far, for stores that keep them (the embedded engine).
-pub(crate) type SyncCounter<'a> = Option<&'a (dyn Fn() -> Stats + Sync)>;
+pub(crate) type StatsSource<'a> = Option<&'a (dyn Fn() -> Stats + Sync)>;
 
 /// The embedded engine's counters.
 fn engine_counter(engine: &Engine) -> impl Fn() -> Stats + Sync + '_ {
@@ -163,7 +163,7 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
     batch: usize,
     seconds: f64,
     rate: Option<f64>,
-    counter: SyncCounter<'_>,
+    counter: StatsSource<'_>,
 ) -> anyhow::Result<Run> {
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = process_cpu_seconds();
