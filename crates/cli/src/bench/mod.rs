@@ -37,8 +37,8 @@ pub(crate) struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pg_url: String,
-    /// The baseline SQL files (default: `shared/baselines` beside the working directory or
-    /// beside the checkout this binary was built in).
+    /// The baseline SQL files (default: the first `shared/baselines` found in a directory
+    /// above the working directory or above this binary, e.g. beside its checkout).
     #[arg(long, env = "ANNALS_BASELINES")]
     baselines: Option<PathBuf>,
     /// Seconds per measured run (default 5; 2 with `--quick`).
@@ -54,7 +54,8 @@ pub(crate) struct Args {
 }
 
 /// Where the baseline SQL files are: `--baselines`, else the first `shared/baselines` found
-/// beside the working directory or beside the checkout the binary was built in.
+/// in a directory above the working directory or above the binary (a binary in a
+/// checkout's `target/` finds the one beside the checkout).
 fn baselines_dir(given: Option<PathBuf>) -> PathBuf {
     if let Some(dir) = given {
         return dir;
