@@ -307,16 +307,13 @@ impl Writer {
     /// Plans, encodes and writes a group and queues it for its answers; returns its sync,
     /// for the caller to run once it has let the next leader in.
     fn commit(&mut self, group: Group) -> Option<SyncJob> {
-        let Group {
-            requests: group,
-            bytes,
-        } = group;
+        let Group { requests, bytes } = group;
         let ready = match self.shared.poisoned() {
             Some(poisoned) => Err(poisoned),
             None => self.trim_caches(),
         };
         if let Err(e) = ready {
-            fail(group.into_iter().map(|r| r.reply), &e);
+            fail(requests.into_iter().map(|r| r.reply), &e);
             return None;
         }
         let building = Instant::now();
@@ -336,11 +333,11 @@ impl Writer {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         buf.reserve(bytes);
-        let mut encoded = Vec::with_capacity(group.len());
-        let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
-        let requests = group.len() as u32;
+        let mut encoded = Vec::with_capacity(requests.len());
+        let mut answers: Vec<Answer> = Vec::with_capacity(requests.len());
+        let request_count = requests.len() as u32;
         let mut queued = Duration::ZERO;
-        for request in group {
+        for request in requests {
             queued += building.saturating_duration_since(request.queued);
             let planned = {
                 let mut view = GroupView {
@@ -362,8 +359,12 @@ impl Writer {
                 let last = records.len().saturating_sub(1);
                 for (i, (record, &position)) in records.into_iter().zip(&positions).enumerate() {
                     let offset_in_group = buf.len() as u64;
-                    let mark = (synced_before, created);
-                    encode(&record, position, i == last, mark, &mut buf);
+                    let mark = RecordMark {
+                        position,
+                        synced_before,
+                        created,
+                    };
+                    encode(&record, mark, i == last, &mut buf);
                     pending.apply(&record, position);
                     encoded.push(Encoded {
                         record,
@@ -400,7 +401,7 @@ impl Writer {
         self.previous_build = building.elapsed();
         let timing = GroupTiming {
             queued,
-            building: self.previous_build * requests,
+            building: self.previous_build * request_count,
             written_at: Instant::now(),
         };
         self.hand_over(Written {
@@ -825,15 +826,21 @@ fn recorded(record: PlannedRecord, position: Position, created: Timestamp) -> Re
     }
 }
 
-/// Appends a planned record at `position` to `buf`; `mark` is the synced-before mark and the
-/// commit time.
-fn encode(
-    record: &PlannedRecord,
+/// What the writer stamps on a planned record.
+struct RecordMark {
     position: Position,
-    last: bool,
-    (synced_before, created): (Position, Timestamp),
-    buf: &mut Vec<u8>,
-) {
+    /// The published head: every position below it is synced.
+    synced_before: Position,
+    created: Timestamp,
+}
+
+/// Appends a planned record to `buf`; `last` ends its transaction.
+fn encode(record: &PlannedRecord, mark: RecordMark, last: bool, buf: &mut Vec<u8>) {
+    let RecordMark {
+        position,
+        synced_before,
+        created,
+    } = mark;
     let event = &record.event;
     let mut flags = 0;
     if last {
