@@ -1,6 +1,7 @@
 //! `annals bench` end to end, shortened: every workload runs, the JSON report has one
 //! object per measured line with the keys the issue names, the machine entry comes first,
-//! and the Annals append lines carry the PostgreSQL ratio and the time breakdown.
+//! the Annals append lines carry the PostgreSQL ratio and the time breakdown, and W1 at 64
+//! writers has the machine's bare group-commit ceiling beside it.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -117,6 +118,21 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
             assert!(number(line, "ratio_vs_postgres").is_some(), "{line}");
         }
     }
+    // The machine's bare group-commit ceiling beside the target line, and Annals' share.
+    let ceiling: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["workload"] == "W1" && l["system"] == "machine")
+        .collect();
+    assert_eq!(ceiling.len(), 1, "one W1 ceiling line");
+    assert_eq!(ceiling[0]["variant"], "64 writers, bare group commit");
+    assert!(number(ceiling[0], "events_per_s").is_some_and(|v| v > 0.0));
+    assert!(
+        w1[2]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("% of the bare group-commit ceiling")),
+        "{}",
+        w1[2]
+    );
     assert_eq!(annals("W2").len(), 3, "W2 has 1, 16 and 64 gRPC writers");
     assert_eq!(annals("W3").len(), 2);
     let w4 = annals("W4");

@@ -78,5 +78,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         events / syncs.max(1.0),
         (events / elapsed) / machine
     );
+    let requests = (stats.requests - before.requests).max(1) as f64;
+    let us = |after: u64, before: u64| (after - before) as f64 / requests / 1e3;
+    let (t, b) = (stats.time, before.time);
+    println!(
+        "per append: queued {:.0} + building {:.0} + syncing {:.0} + answering {:.0} µs, \
+         {:.0} µs in all (a writer's mean: {:.0})",
+        us(t.queued_ns, b.queued_ns),
+        us(t.building_ns, b.building_ns),
+        us(t.syncing_ns, b.syncing_ns),
+        us(t.answering_ns, b.answering_ns),
+        us(
+            t.queued_ns + t.building_ns + t.syncing_ns + t.answering_ns,
+            b.queued_ns + b.building_ns + b.syncing_ns + b.answering_ns
+        ),
+        elapsed * 1e6 * writers as f64 / events
+    );
     Ok(())
 }

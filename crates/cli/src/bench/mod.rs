@@ -1,6 +1,7 @@
 //! `annals bench`: the performance suite (SPEC §7), Annals side by side with the PostgreSQL
 //! baseline from `shared/baselines/`, in one run on this machine.
 
+mod ceiling;
 mod grpc;
 mod machine;
 mod pg_backend;

@@ -16,6 +16,7 @@ use annals_engine::{Config, Engine, Stats};
 use futures::StreamExt;
 
 use super::Plan;
+use super::ceiling::BareLog;
 use super::postgres::Baseline;
 use super::report::{Line, Report, median, percentile_ms};
 
@@ -230,9 +231,17 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
     })
 }
 
-/// Repeats a fresh-directory append run; returns the median run.
-async fn repeated_append(ctx: &Context<'_>, writers: usize, batch: usize) -> anyhow::Result<Run> {
+/// Repeats a fresh-directory append run; returns the median run, and with `bare` the
+/// median of the bare group-commit ceiling measured after each run (so both see the disk
+/// in the same state).
+async fn repeated_append(
+    ctx: &Context<'_>,
+    writers: usize,
+    batch: usize,
+    bare: Option<&BareLog>,
+) -> anyhow::Result<(Run, Option<f64>)> {
     let mut runs = Vec::new();
+    let mut ceilings = Vec::new();
     for _ in 0..ctx.plan.repeats {
         let (engine, dir) = fresh(ctx, "append")?;
         let counter = engine_counter(&engine);
@@ -248,10 +257,14 @@ async fn repeated_append(ctx: &Context<'_>, writers: usize, batch: usize) -> any
         drop(counter);
         runs.push(run);
         discard(engine, dir);
+        if let Some(bare) = bare {
+            ceilings.push(bare.ceiling(writers, ctx.plan.seconds).await?);
+        }
     }
     runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
     let middle = runs.len() / 2;
-    Ok(runs.swap_remove(middle))
+    let ceiling = bare.map(|_| median(ceilings));
+    Ok((runs.swap_remove(middle), ceiling))
 }
 
 fn pg_median(ctx: &Context<'_>, script: &str, clients: usize, per_tx: f64) -> Option<f64> {
@@ -281,6 +294,7 @@ async fn append_workload(
     script: &str,
 ) -> anyhow::Result<f64> {
     let mut best: f64 = 0.0;
+    let most = writer_counts.iter().copied().max();
     for &writers in writer_counts {
         let variant = if batch == 1 {
             format!("{writers} writers")
@@ -288,7 +302,14 @@ async fn append_workload(
             format!("{batch}-event batches, {writers} writers")
         };
         let pg = ctx.pg_baseline(script, writers, batch as f64);
-        let run = repeated_append(ctx, writers, batch).await?;
+        // The machine's own limit for the target line: single events, the most writers.
+        let bare = if batch == 1 && Some(writers) == most {
+            Some(BareLog::create(&ctx.dir)?)
+        } else {
+            None
+        };
+        let (run, ceiling) = repeated_append(ctx, writers, batch, bare.as_ref()).await?;
+        drop(bare);
         best = best.max(run.events_per_s);
         report.line(Line {
             workload,
@@ -299,17 +320,36 @@ async fn append_workload(
             p99_ms: percentile_ms(&run.latencies_us, 0.99),
             ratio_vs_postgres: pg.map(|pg| run.events_per_s / pg),
             extra: Some(format!(
-                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}",
+                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}",
                 run.fsyncs_per_s,
                 run.group_size,
                 run.cpu_cores,
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
                 run.stages
-                    .map_or(String::new(), |s| format!("; {}", s.describe()))
+                    .map_or(String::new(), |s| format!("; {}", s.describe())),
+                ceiling.map_or(String::new(), |c| format!(
+                    "; {:.0}% of the bare group-commit ceiling",
+                    100.0 * run.events_per_s / c
+                )),
             )),
             stages: run.stages,
             ..Line::default()
         });
+        if let Some(ceiling) = ceiling {
+            report.line(Line {
+                workload,
+                variant: format!("{variant}, bare group commit"),
+                system: "machine",
+                events_per_s: Some(ceiling),
+                extra: Some(
+                    "the machine's ceiling: the same queue, committer threads, record bytes, \
+                     fdatasync per group and answers, without the engine's planning, \
+                     encoding, index or publishing"
+                        .to_owned(),
+                ),
+                ..Line::default()
+            });
+        }
         report.line(Line {
             workload,
             variant,

@@ -1,0 +1,212 @@
+//! The bare group-commit ceiling: how many single-record durable appends per second this
+//! machine allows `writers` closed-loop appenders when nothing but the unavoidable work is
+//! done. It shares the engine's mechanics where they are not the engine's own work (tokio
+//! tasks queueing on a bounded channel, leader/follower committer threads, one `write_at`
+//! and one `fdatasync` per group into already written blocks, answers in write order on
+//! oneshot channels) and leaves out everything else: no planning, encoding, CRC, index or
+//! publishing. Measured in the same run as W1, it tells how much of W1's gap to a target
+//! is the machine (disk latency, wake-ups) and how much is the engine.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+/// Bytes per appended record: what one W1 event takes in the log (64-byte record header
+/// with framing, names, 256 bytes of data and ~64 of metadata).
+const RECORD_BYTES: usize = 420;
+/// The file the groups go to, written once with zeros and then overwritten in a ring.
+const FILE_BYTES: u64 = 256 << 20;
+/// The largest group (64 writers' records fit many times over).
+const GROUP_MAX: usize = 1 << 20;
+
+/// Committer counts and lingers tried; the best is the ceiling. One committer lingering
+/// until its appenders are back runs them in lock-step (every sync alone, so fastest);
+/// two overlap their syncs.
+const CONFIGS: [(usize, Duration); 2] = [
+    (1, Duration::from_micros(100)),
+    (2, Duration::from_micros(50)),
+];
+
+/// A bare log on the file system the bench measures.
+pub(crate) struct BareLog {
+    file: Arc<File>,
+    path: std::path::PathBuf,
+}
+
+impl BareLog {
+    /// Creates and zero-fills the file (synced), so groups overwrite written blocks as the
+    /// engine's do.
+    pub(crate) fn create(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("bare-group-commit");
+        let file = File::create(&path)?;
+        let zeros = vec![0u8; 1 << 20];
+        for mib in 0..FILE_BYTES >> 20 {
+            file.write_all_at(&zeros, mib << 20)?;
+        }
+        file.sync_all()?;
+        Ok(Self {
+            file: Arc::new(file),
+            path,
+        })
+    }
+
+    /// The best events/s over [`CONFIGS`], each run for `seconds`.
+    pub(crate) async fn ceiling(&self, writers: usize, seconds: f64) -> anyhow::Result<f64> {
+        let mut best: f64 = 0.0;
+        for (committers, linger) in CONFIGS {
+            best = best.max(self.run(writers, committers, linger, seconds).await?);
+        }
+        Ok(best)
+    }
+
+    async fn run(
+        &self,
+        writers: usize,
+        committers: usize,
+        linger: Duration,
+        seconds: f64,
+    ) -> anyhow::Result<f64> {
+        let (tx, rx) = mpsc::channel::<oneshot::Sender<()>>(1024);
+        let leader = Arc::new(Mutex::new(Leader {
+            requests: rx,
+            offset: 0,
+            seq: 0,
+        }));
+        let finisher = Arc::new(Mutex::new(VecDeque::new()));
+        let failure = Arc::new(Mutex::new(None::<std::io::Error>));
+        let threads: Vec<_> = (0..committers)
+            .map(|_| {
+                let committer = Committer {
+                    leader: Arc::clone(&leader),
+                    finisher: Arc::clone(&finisher),
+                    file: Arc::clone(&self.file),
+                    linger,
+                };
+                let failure = Arc::clone(&failure);
+                std::thread::spawn(move || {
+                    if let Err(e) = committer.run() {
+                        *failure.lock() = Some(e);
+                    }
+                })
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let (tx, stop, done) = (tx.clone(), Arc::clone(&stop), Arc::clone(&done));
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let (answer, answered) = oneshot::channel();
+                        if tx.send(answer).await.is_err() || answered.await.is_err() {
+                            return;
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        // A short warm-up, as the engine's runs have while their writers start.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (from, started) = (done.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        let events = done.load(Ordering::Relaxed) - from;
+        let rate = events as f64 / started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.await?;
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
+        if let Some(e) = failure.lock().take() {
+            anyhow::bail!("bare group commit on {}: {e}", self.path.display());
+        }
+        Ok(rate)
+    }
+}
+
+impl Drop for BareLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What the leader holds.
+struct Leader {
+    requests: mpsc::Receiver<oneshot::Sender<()>>,
+    offset: u64,
+    seq: u64,
+}
+
+/// Groups waiting for their answers, in write order: (seq, answers once synced).
+type Unanswered = VecDeque<(u64, Option<Vec<oneshot::Sender<()>>>)>;
+
+struct Committer {
+    leader: Arc<Mutex<Leader>>,
+    finisher: Arc<Mutex<Unanswered>>,
+    file: Arc<File>,
+    linger: Duration,
+}
+
+impl Committer {
+    /// Leads (collects a group and writes it), lets the next committer lead, syncs, then
+    /// answers every group that is ready, in order. Returns when the appenders are gone.
+    fn run(self) -> std::io::Result<()> {
+        let bytes = vec![0x5a_u8; GROUP_MAX];
+        let mut cohort = 0;
+        loop {
+            let mut leader = self.leader.lock();
+            let Some(answers) = self.collect(&mut leader, cohort) else {
+                return Ok(());
+            };
+            cohort = answers.len();
+            let len = (answers.len() * RECORD_BYTES).min(GROUP_MAX);
+            let offset = leader.offset;
+            leader.offset = (offset + len as u64) % (FILE_BYTES - GROUP_MAX as u64);
+            leader.seq += 1;
+            let seq = leader.seq;
+            self.finisher.lock().push_back((seq, None));
+            let written = self.file.write_all_at(&bytes[..len], offset);
+            drop(leader);
+            if let Err(e) = written.and_then(|()| self.file.sync_data()) {
+                // Nothing more is answered: every waiting appender sees its answer dropped.
+                self.finisher.lock().clear();
+                return Err(e);
+            }
+            let mut finisher = self.finisher.lock();
+            if let Some(group) = finisher.iter_mut().find(|(s, _)| *s == seq) {
+                group.1 = Some(answers);
+            }
+            while let Some((_, Some(answers))) = finisher.pop_front_if(|(_, a)| a.is_some()) {
+                for answer in answers {
+                    let _ = answer.send(());
+                }
+            }
+        }
+    }
+
+    /// One request, everything already queued, and then up to `linger` more until the
+    /// group is as large as this committer's last one (its appenders coming back).
+    fn collect(&self, leader: &mut Leader, cohort: usize) -> Option<Vec<oneshot::Sender<()>>> {
+        let first = leader.requests.blocking_recv()?;
+        let deadline = Instant::now() + self.linger;
+        let mut answers = vec![first];
+        while answers.len() * RECORD_BYTES < GROUP_MAX {
+            match leader.requests.try_recv() {
+                Ok(answer) => answers.push(answer),
+                Err(_) if answers.len() >= cohort || Instant::now() >= deadline => break,
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        Some(answers)
+    }
+}
