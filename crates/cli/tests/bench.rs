@@ -48,6 +48,7 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
     bench
         .args(["bench", "--workloads", "W1,W2,W3,W4,W5,W8"])
         .args(["--seconds", "0.3", "--repeats", "1", "--events", "20000"])
+        .arg("--ceiling-variants")
         .arg("--dir")
         .arg(dir.path())
         .arg("--json")
@@ -118,14 +119,31 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
             assert!(number(line, "ratio_vs_postgres").is_some(), "{line}");
         }
     }
-    // The machine's bare group-commit ceiling beside the target line, and Annals' share.
+    // The machine's bare group-commit ceiling beside the target line, its variants, and
+    // Annals' share of it.
     let ceiling: Vec<&Value> = lines
         .iter()
         .filter(|l| l["workload"] == "W1" && l["system"] == "machine")
         .collect();
-    assert_eq!(ceiling.len(), 1, "one W1 ceiling line");
-    assert_eq!(ceiling[0]["variant"], "64 writers, bare group commit");
-    assert!(number(ceiling[0], "events_per_s").is_some_and(|v| v > 0.0));
+    let names: Vec<&str> = ceiling
+        .iter()
+        .filter_map(|l| l["variant"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "64 writers, bare group commit",
+            "64 writers, bare group commit, zero-filling new space",
+            "64 writers, bare group commit, 2.0 µs leader CPU per event",
+            "64 writers, bare group commit, zero-filling new space, 2.0 µs leader CPU per event",
+        ]
+    );
+    for line in &ceiling {
+        assert!(
+            number(line, "events_per_s").is_some_and(|v| v > 0.0),
+            "{line}"
+        );
+    }
     assert!(
         w1[2]["note"]
             .as_str()

@@ -558,8 +558,9 @@ impl Writer {
 
     /// Keeps zero-filled space ahead of the log's end while groups are small. Overwriting
     /// blocks the file already has needs no metadata in the group's fdatasync; an append that
-    /// grows the file makes it commit the file system's journal too (on this project's ext4
-    /// machine: ~110 µs against ~230 µs per sync). Large groups amortise that cost and would
+    /// grows the file makes it write the file's metadata too (the new size and blocks; a
+    /// journal commit where the file system has one; on this project's machine, ext4
+    /// without a journal, ~110 µs against ~230 µs per sync). Large groups amortise that cost and would
     /// pay for the second write of their bytes, so they append; so do groups that are never
     /// synced. The zeros go beyond the group and before it is written: a failure here writes
     /// none of it.

@@ -25,6 +25,7 @@ const RECORD_BYTES: usize = 420;
 const FILE_BYTES: u64 = 256 << 20;
 /// The largest group (64 writers' records fit many times over).
 const GROUP_MAX: usize = 1 << 20;
+static ZEROS: [u8; ZERO_FILL_CHUNK as usize] = [0; ZERO_FILL_CHUNK as usize];
 
 /// Committer counts and lingers tried; the best is the ceiling. One committer lingering
 /// until its appenders are back runs them in lock-step (every sync alone, so fastest);
@@ -34,10 +35,40 @@ const CONFIGS: [(usize, Duration); 2] = [
     (2, Duration::from_micros(50)),
 ];
 
+/// What the bare loop does besides the unavoidable, to measure what each costs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Variant {
+    /// Write into new space, zero-filled 1 MiB at a time ahead of the log as the engine's
+    /// writer does, instead of overwriting blocks written before the run.
+    pub(crate) zero_fill: bool,
+    /// CPU the leader spends per event while it holds the log (the engine plans and encodes).
+    pub(crate) leader_work: Duration,
+}
+
+impl Variant {
+    /// How a line names it.
+    pub(crate) fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.zero_fill {
+            parts.push("zero-filling new space".to_owned());
+        }
+        if !self.leader_work.is_zero() {
+            let ns = self.leader_work.as_nanos();
+            parts.push(format!("{:.1} µs leader CPU per event", ns as f64 / 1e3));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Zero-filled space ([`Variant::zero_fill`]) is added this much at a time, when less than a
+/// quarter of it is left ahead (the engine's rule).
+const ZERO_FILL_CHUNK: u64 = 1 << 20;
+
 /// A bare log on the file system the bench measures.
 pub(crate) struct BareLog {
     file: Arc<File>,
     path: std::path::PathBuf,
+    dir: std::path::PathBuf,
 }
 
 impl BareLog {
@@ -54,40 +85,70 @@ impl BareLog {
         Ok(Self {
             file: Arc::new(file),
             path,
+            dir: dir.to_owned(),
         })
     }
 
     /// The best events/s over [`CONFIGS`], each run for `seconds`.
-    pub(crate) async fn ceiling(&self, writers: usize, seconds: f64) -> anyhow::Result<f64> {
+    pub(crate) async fn ceiling(
+        &self,
+        writers: usize,
+        seconds: f64,
+        variant: Variant,
+    ) -> anyhow::Result<f64> {
         let mut best: f64 = 0.0;
         for (committers, linger) in CONFIGS {
-            best = best.max(self.run(writers, committers, linger, seconds).await?);
+            let config = Config {
+                committers,
+                linger,
+                variant,
+            };
+            best = best.max(self.run(writers, config, seconds).await?);
         }
         Ok(best)
     }
 
-    async fn run(
+    async fn run(&self, writers: usize, config: Config, seconds: f64) -> anyhow::Result<f64> {
+        // New space is a new, empty file, removed after the run.
+        let fresh = config
+            .variant
+            .zero_fill
+            .then(|| self.dir.join("bare-group-commit-new"));
+        let file = match &fresh {
+            Some(path) => Arc::new(File::create(path)?),
+            None => Arc::clone(&self.file),
+        };
+        let rate = self.measure(writers, config, seconds, &file).await;
+        if let Some(path) = fresh {
+            let _ = std::fs::remove_file(path);
+        }
+        rate
+    }
+
+    async fn measure(
         &self,
         writers: usize,
-        committers: usize,
-        linger: Duration,
+        config: Config,
         seconds: f64,
+        file: &Arc<File>,
     ) -> anyhow::Result<f64> {
         let (tx, rx) = mpsc::channel::<oneshot::Sender<()>>(1024);
         let leader = Arc::new(Mutex::new(Leader {
             requests: rx,
             offset: 0,
             seq: 0,
+            file_len: 0,
         }));
         let finisher = Arc::new(Mutex::new(VecDeque::new()));
         let failure = Arc::new(Mutex::new(None::<std::io::Error>));
-        let threads: Vec<_> = (0..committers)
+        let threads: Vec<_> = (0..config.committers)
             .map(|_| {
                 let committer = Committer {
                     leader: Arc::clone(&leader),
                     finisher: Arc::clone(&finisher),
-                    file: Arc::clone(&self.file),
-                    linger,
+                    file: Arc::clone(file),
+                    linger: config.linger,
+                    variant: config.variant,
                 };
                 let failure = Arc::clone(&failure);
                 std::thread::spawn(move || {
@@ -140,11 +201,21 @@ impl Drop for BareLog {
     }
 }
 
+/// One measured configuration.
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    committers: usize,
+    linger: Duration,
+    variant: Variant,
+}
+
 /// What the leader holds.
 struct Leader {
     requests: mpsc::Receiver<oneshot::Sender<()>>,
     offset: u64,
     seq: u64,
+    /// With [`Variant::zero_fill`]: the file's length (the log's end plus the zeros ahead).
+    file_len: u64,
 }
 
 /// Groups waiting for their answers, in write order: (seq, answers once synced).
@@ -155,6 +226,7 @@ struct Committer {
     finisher: Arc<Mutex<Unanswered>>,
     file: Arc<File>,
     linger: Duration,
+    variant: Variant,
 }
 
 impl Committer {
@@ -169,13 +241,24 @@ impl Committer {
                 return Ok(());
             };
             cohort = answers.len();
+            self.spend_leader_work(answers.len());
             let len = (answers.len() * RECORD_BYTES).min(GROUP_MAX);
             let offset = leader.offset;
-            leader.offset = (offset + len as u64) % (FILE_BYTES - GROUP_MAX as u64);
+            let mut zeros = Ok(());
+            if self.variant.zero_fill {
+                leader.offset = offset + len as u64;
+                if leader.offset + ZERO_FILL_CHUNK / 4 > leader.file_len {
+                    let from = leader.file_len.max(leader.offset);
+                    zeros = self.file.write_all_at(&ZEROS, from);
+                    leader.file_len = from + ZERO_FILL_CHUNK;
+                }
+            } else {
+                leader.offset = (offset + len as u64) % (FILE_BYTES - GROUP_MAX as u64);
+            }
             leader.seq += 1;
             let seq = leader.seq;
             self.finisher.lock().push_back((seq, None));
-            let written = self.file.write_all_at(&bytes[..len], offset);
+            let written = zeros.and_then(|()| self.file.write_all_at(&bytes[..len], offset));
             drop(leader);
             if let Err(e) = written.and_then(|()| self.file.sync_data()) {
                 // Nothing more is answered: every waiting appender sees its answer dropped.
@@ -191,6 +274,14 @@ impl Committer {
                     let _ = answer.send(());
                 }
             }
+        }
+    }
+
+    /// Busy CPU in place of the engine's per-event work ([`Variant::leader_work`]).
+    fn spend_leader_work(&self, events: usize) {
+        let until = Instant::now() + self.variant.leader_work * events as u32;
+        while Instant::now() < until {
+            std::hint::spin_loop();
         }
     }
 

@@ -48,6 +48,10 @@ pub(crate) struct Args {
     /// Runs per measurement, of which the median is reported (default 5; 3 with `--quick`).
     #[arg(long)]
     repeats: Option<usize>,
+    /// Also run W1's bare group-commit ceiling zero-filling new space and with 2 µs of
+    /// leader CPU per event, apart and together: what each costs the bare loop.
+    #[arg(long)]
+    ceiling_variants: bool,
     /// Events in the W4 read and the W8 restart stores (default 3 M and 10 M; 1 M each with
     /// `--quick`).
     #[arg(long)]
@@ -81,6 +85,8 @@ pub(crate) struct Plan {
     pub(crate) repeats: usize,
     pub(crate) read_events: u64,
     pub(crate) restart_events: u64,
+    /// `--ceiling-variants`.
+    pub(crate) ceiling_variants: bool,
 }
 
 /// The workloads `--workloads` accepts.
@@ -103,6 +109,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             repeats: 3,
             read_events: 1_000_000,
             restart_events: 1_000_000,
+            ceiling_variants: args.ceiling_variants,
         }
     } else {
         Plan {
@@ -110,6 +117,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             repeats: 5,
             read_events: 3_000_000,
             restart_events: 10_000_000,
+            ceiling_variants: args.ceiling_variants,
         }
     };
     if let Some(seconds) = args.seconds {

@@ -16,7 +16,7 @@ use annals_engine::{Config, Engine, Stats};
 use futures::StreamExt;
 
 use super::Plan;
-use super::ceiling::BareLog;
+use super::ceiling::{BareLog, Variant};
 use super::postgres::Baseline;
 use super::report::{Line, Report, median, percentile_ms};
 
@@ -258,7 +258,10 @@ async fn repeated_append(
         runs.push(run);
         discard(engine, dir);
         if let Some(bare) = bare {
-            ceilings.push(bare.ceiling(writers, ctx.plan.seconds).await?);
+            ceilings.push(
+                bare.ceiling(writers, ctx.plan.seconds, Variant::default())
+                    .await?,
+            );
         }
     }
     runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
@@ -309,7 +312,6 @@ async fn append_workload(
             None
         };
         let (run, ceiling) = repeated_append(ctx, writers, batch, bare.as_ref()).await?;
-        drop(bare);
         best = best.max(run.events_per_s);
         report.line(Line {
             workload,
@@ -350,6 +352,10 @@ async fn append_workload(
                 ..Line::default()
             });
         }
+        if let Some(bare) = bare.as_ref().filter(|_| ctx.plan.ceiling_variants) {
+            ceiling_variants(ctx, report, bare, workload, &variant, writers).await?;
+        }
+        drop(bare);
         report.line(Line {
             workload,
             variant,
@@ -359,6 +365,47 @@ async fn append_workload(
         });
     }
     Ok(best)
+}
+
+/// The bare ceiling again with what a log that moves forward and a leader that plans and
+/// encodes add, one at a time and together (`--ceiling-variants`): medians of `repeats`.
+async fn ceiling_variants(
+    ctx: &Context<'_>,
+    report: &mut Report,
+    bare: &BareLog,
+    workload: &'static str,
+    variant: &str,
+    writers: usize,
+) -> anyhow::Result<()> {
+    let work = Duration::from_micros(2);
+    let variants = [
+        Variant {
+            zero_fill: true,
+            leader_work: Duration::ZERO,
+        },
+        Variant {
+            zero_fill: false,
+            leader_work: work,
+        },
+        Variant {
+            zero_fill: true,
+            leader_work: work,
+        },
+    ];
+    for v in variants {
+        let mut rates = Vec::new();
+        for _ in 0..ctx.plan.repeats {
+            rates.push(bare.ceiling(writers, ctx.plan.seconds, v).await?);
+        }
+        report.line(Line {
+            workload,
+            variant: format!("{variant}, bare group commit, {}", v.describe()),
+            system: "machine",
+            events_per_s: Some(median(rates)),
+            ..Line::default()
+        });
+    }
+    Ok(())
 }
 
 pub(crate) async fn w1(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<f64> {
