@@ -108,8 +108,7 @@ impl Segment {
 
     /// Reads `len` bytes at `offset`.
     pub fn read(&self, offset: u64, len: usize) -> Result<Bytes, StorageError> {
-        let mut buf = vec![0; len];
-        self.device.read_at(&mut buf, offset).map_err(|e| {
+        let buf = self.device.read_vec(offset, len).map_err(|e| {
             StorageError::io(format!("reading {} at {offset}", self.path.display()), e)
         })?;
         Ok(Bytes::from(buf))
