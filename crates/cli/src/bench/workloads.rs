@@ -337,25 +337,9 @@ async fn append_workload(
             stages: run.stages,
             ..Line::default()
         });
-        if let Some(ceiling) = ceiling {
-            report.line(Line {
-                workload,
-                variant: format!("{variant}, bare group commit"),
-                system: "machine",
-                events_per_s: Some(ceiling),
-                extra: Some(
-                    "the machine's ceiling: the same queue, committer threads, record bytes, \
-                     fdatasync per group and answers, without the engine's planning, \
-                     encoding, index or publishing"
-                        .to_owned(),
-                ),
-                ..Line::default()
-            });
+        if let (Some(bare), Some(ceiling)) = (bare, ceiling) {
+            ceiling_lines(ctx, report, &bare, ceiling, workload, &variant, writers).await?;
         }
-        if let Some(bare) = bare.as_ref().filter(|_| ctx.plan.ceiling_variants) {
-            ceiling_variants(ctx, report, bare, workload, &variant, writers).await?;
-        }
-        drop(bare);
         report.line(Line {
             workload,
             variant,
@@ -367,16 +351,34 @@ async fn append_workload(
     Ok(best)
 }
 
-/// The bare ceiling again with what a log that moves forward and a leader that plans and
-/// encodes add, one at a time and together (`--ceiling-variants`): medians of `repeats`.
-async fn ceiling_variants(
+/// The bare ceiling's line; with `--ceiling-variants`, the ceiling again with what a log
+/// that moves forward and a leader that plans and encodes add, one at a time and together
+/// (medians of `repeats`).
+async fn ceiling_lines(
     ctx: &Context<'_>,
     report: &mut Report,
     bare: &BareLog,
+    ceiling: f64,
     workload: &'static str,
     variant: &str,
     writers: usize,
 ) -> anyhow::Result<()> {
+    report.line(Line {
+        workload,
+        variant: format!("{variant}, bare group commit"),
+        system: "machine",
+        events_per_s: Some(ceiling),
+        extra: Some(
+            "the machine's ceiling: the same queue, committer threads, record bytes, \
+             fdatasync per group and answers, without the engine's planning, encoding, index \
+             or publishing"
+                .to_owned(),
+        ),
+        ..Line::default()
+    });
+    if !ctx.plan.ceiling_variants {
+        return Ok(());
+    }
     let work = Duration::from_micros(2);
     let variants = [
         Variant {
