@@ -114,85 +114,90 @@ impl BareLog {
             .variant
             .zero_fill
             .then(|| self.dir.join("bare-group-commit-new"));
-        let file = match &fresh {
-            Some(path) => Arc::new(File::create(path)?),
-            None => Arc::clone(&self.file),
+        let (file, path) = match &fresh {
+            Some(path) => (Arc::new(File::create(path)?), path),
+            None => (Arc::clone(&self.file), &self.path),
         };
-        let rate = self.measure(writers, config, seconds, &file).await;
+        let rate = measure(writers, config, seconds, &file)
+            .await
+            .map_err(|e| e.context(format!("bare group commit on {}", path.display())));
         if let Some(path) = fresh {
             let _ = std::fs::remove_file(path);
         }
         rate
     }
+}
 
-    async fn measure(
-        &self,
-        writers: usize,
-        config: Config,
-        seconds: f64,
-        file: &Arc<File>,
-    ) -> anyhow::Result<f64> {
-        let (tx, rx) = mpsc::channel::<oneshot::Sender<()>>(1024);
-        let leader = Arc::new(Mutex::new(Leader {
-            requests: rx,
-            offset: 0,
-            seq: 0,
-            file_len: 0,
-        }));
-        let finisher = Arc::new(Mutex::new(VecDeque::new()));
-        let failure = Arc::new(Mutex::new(None::<std::io::Error>));
-        let threads: Vec<_> = (0..config.committers)
-            .map(|_| {
-                let committer = Committer {
-                    leader: Arc::clone(&leader),
-                    finisher: Arc::clone(&finisher),
-                    file: Arc::clone(file),
-                    linger: config.linger,
-                    variant: config.variant,
-                };
-                let failure = Arc::clone(&failure);
-                std::thread::spawn(move || {
-                    if let Err(e) = committer.run() {
-                        *failure.lock() = Some(e);
-                    }
-                })
+/// One timed run of the loop on `file`.
+async fn measure(
+    writers: usize,
+    config: Config,
+    seconds: f64,
+    file: &Arc<File>,
+) -> anyhow::Result<f64> {
+    let (tx, rx) = mpsc::channel::<oneshot::Sender<()>>(1024);
+    let leader = Arc::new(Mutex::new(Leader {
+        requests: rx,
+        offset: 0,
+        seq: 0,
+        file_len: 0,
+    }));
+    let finisher = Arc::new(Mutex::new(VecDeque::new()));
+    let failure = Arc::new(Mutex::new(None::<std::io::Error>));
+    let threads: Vec<_> = (0..config.committers)
+        .map(|_| {
+            let committer = Committer {
+                leader: Arc::clone(&leader),
+                finisher: Arc::clone(&finisher),
+                file: Arc::clone(file),
+                linger: config.linger,
+                variant: config.variant,
+            };
+            let failure = Arc::clone(&failure);
+            std::thread::spawn(move || {
+                if let Err(e) = committer.run() {
+                    *failure.lock() = Some(e);
+                }
             })
-            .collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..writers)
-            .map(|_| {
-                let (tx, stop, done) = (tx.clone(), Arc::clone(&stop), Arc::clone(&done));
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let (answer, answered) = oneshot::channel();
-                        if tx.send(answer).await.is_err() || answered.await.is_err() {
-                            return;
-                        }
-                        done.fetch_add(1, Ordering::Relaxed);
+        })
+        .collect();
+    // Only the committers hold the queue's receiver now: if they all fail, the queued
+    // requests are dropped and their appenders stop instead of waiting forever.
+    drop(leader);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let (tx, stop, done) = (tx.clone(), Arc::clone(&stop), Arc::clone(&done));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let (answer, answered) = oneshot::channel();
+                    if tx.send(answer).await.is_err() || answered.await.is_err() {
+                        return;
                     }
-                })
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
             })
-            .collect();
-        drop(tx);
-        // A short warm-up, as the engine's runs have while their writers start.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (from, started) = (done.load(Ordering::Relaxed), Instant::now());
-        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-        let events = done.load(Ordering::Relaxed) - from;
-        let rate = events as f64 / started.elapsed().as_secs_f64();
-        stop.store(true, Ordering::Relaxed);
-        for task in tasks {
-            task.await?;
-        }
-        for thread in threads {
-            let _ = thread.join();
-        }
-        if let Some(e) = failure.lock().take() {
-            anyhow::bail!("bare group commit on {}: {e}", self.path.display());
-        }
-        Ok(rate)
+        })
+        .collect();
+    drop(tx);
+    // A short warm-up, as the engine's runs have while their writers start.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (from, started) = (done.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let events = done.load(Ordering::Relaxed) - from;
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await?;
     }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    if let Some(e) = failure.lock().take() {
+        return Err(e.into());
+    }
+    Ok(rate)
 }
 
 impl Drop for BareLog {
