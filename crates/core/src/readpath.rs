@@ -304,23 +304,6 @@ pub async fn read_all<A: AsyncLogAccess>(
     let limit = usize::try_from(options.limit).unwrap_or(usize::MAX);
     let mut budget = options.max_scan.unwrap_or(u64::MAX).max(1);
     let mut restrictions = Restrictions(HashMap::new());
-    // Sized for what the read can return, so a long read does not grow it batch by batch
-    // (copying every event so far each time): at most `limit`, what is left in that
-    // direction (a filtered read cannot tell), and a bound on memory reserved up front.
-    let available = match (options.direction, options.from) {
-        _ if options.filter.is_some() => SCAN_BATCH as u64,
-        (Direction::Forward, AllFrom::Start) => head,
-        (Direction::Forward, AllFrom::End) => 0,
-        (Direction::Forward, AllFrom::Position(p)) => head.saturating_sub(p.0),
-        (Direction::Backward, AllFrom::Start) => head.min(1),
-        (Direction::Backward, AllFrom::End) => head,
-        (Direction::Backward, AllFrom::Position(p)) => p.0.saturating_add(1).min(head),
-    };
-    let capacity = usize::try_from(available)
-        .unwrap_or(usize::MAX)
-        .min(limit)
-        .min(RESERVED_EVENTS_MAX);
-    let mut events = Vec::with_capacity(capacity);
     // `next` is the first position not yet examined; backward, `None` past position 0.
     let mut next = match (options.direction, options.from) {
         (Direction::Forward, AllFrom::Start) => Some(0),
@@ -330,6 +313,20 @@ pub async fn read_all<A: AsyncLogAccess>(
         (Direction::Backward, AllFrom::End) => head.checked_sub(1),
         (Direction::Backward, AllFrom::Position(p)) => head.checked_sub(1).map(|l| p.0.min(l)),
     };
+    // Sized for what the read can return, so a long read does not grow it batch by batch
+    // (copying every event so far each time): at most `limit`, what is left in that
+    // direction (a filtered read cannot tell), and a bound on memory reserved up front.
+    let available = match (options.direction, next) {
+        _ if options.filter.is_some() => SCAN_BATCH as u64,
+        (_, None) => 0,
+        (Direction::Forward, Some(p)) => head.saturating_sub(p),
+        (Direction::Backward, Some(p)) => p.saturating_add(1),
+    };
+    let capacity = usize::try_from(available)
+        .unwrap_or(usize::MAX)
+        .min(limit)
+        .min(RESERVED_EVENTS_MAX);
+    let mut events = Vec::with_capacity(capacity);
     while events.len() < limit && budget > 0 {
         let Some(from) = next.filter(|p| *p < head) else {
             break;

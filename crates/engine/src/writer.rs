@@ -560,10 +560,10 @@ impl Writer {
     /// blocks the file already has needs no metadata in the group's fdatasync; an append that
     /// grows the file makes it write the file's metadata too (the new size and blocks; a
     /// journal commit where the file system has one; on this project's machine, ext4
-    /// without a journal, ~110 µs against ~230 µs per sync). Large groups amortise that cost and would
-    /// pay for the second write of their bytes, so they append; so do groups that are never
-    /// synced. The zeros go beyond the group and before it is written: a failure here writes
-    /// none of it.
+    /// without a journal, ~110 µs against ~230 µs per sync). Large groups amortise that cost
+    /// and would pay for the second write of their bytes, so they append; so do groups that
+    /// are never synced. The zeros go beyond the group and before it is written: a failure
+    /// here writes none of it.
     fn zero_ahead(&mut self, group_len: u64) -> Result<(), StorageError> {
         let end = self.offset + group_len;
         let limit = self.shared.config.segment_bytes;

@@ -77,9 +77,8 @@ impl BareLog {
     pub(crate) fn create(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("bare-group-commit");
         let file = File::create(&path)?;
-        let zeros = vec![0u8; 1 << 20];
-        for mib in 0..FILE_BYTES >> 20 {
-            file.write_all_at(&zeros, mib << 20)?;
+        for chunk in 0..FILE_BYTES / ZERO_FILL_CHUNK {
+            file.write_all_at(&ZEROS, chunk * ZERO_FILL_CHUNK)?;
         }
         file.sync_all()?;
         Ok(Self {
