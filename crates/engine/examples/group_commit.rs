@@ -1,8 +1,8 @@
-//! Quick group-commit measurement: N concurrent in-process appenders of single 256-byte
-//! JSON events (each to its own stream, with expected-revision checks), next to the
-//! machine's fdatasync rate measured in the same run.
+//! Quick group-commit measurement: N concurrent in-process appenders of 256-byte JSON
+//! events, one per append unless a batch size is given (each to its own stream, with
+//! expected-revision checks), next to the machine's fdatasync rate measured in the same run.
 //!
-//! `cargo run --release -p annals-engine --example group_commit -- [writers] [seconds]`
+//! `cargo run --release -p annals-engine --example group_commit -- [writers] [seconds] [batch]`
 
 #![allow(clippy::unwrap_used)] // a measurement tool: any failure should stop it loudly
 
@@ -32,6 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let writers: usize = args.next().map_or(Ok(64), |a| a.parse())?;
     let seconds: u64 = args.next().map_or(Ok(5), |a| a.parse())?;
+    let batch: usize = args.next().map_or(Ok(1), |a| a.parse())?;
     let base = std::env::var("ANNALS_BENCH_DIR").unwrap_or_else(|_| ".".into());
     let dir = tempfile::tempdir_in(base)?;
     let machine = fsync_rate(dir.path(), 2.0)?;
@@ -53,11 +54,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let event_type = EventType::new("BenchEvent").unwrap();
             let mut expected = ExpectedRevision::NoStream;
             while !stop.load(Ordering::Relaxed) {
-                let event = NewEvent::json(event_type.clone(), data.clone())
-                    .with_metadata(metadata.clone());
-                let result = engine.append(&stream, expected, vec![event]).await.unwrap();
+                let events = (0..batch)
+                    .map(|_| {
+                        NewEvent::json(event_type.clone(), data.clone())
+                            .with_metadata(metadata.clone())
+                    })
+                    .collect();
+                let result = engine.append(&stream, expected, events).await.unwrap();
                 expected = result.next_expected();
-                done.fetch_add(1, Ordering::Relaxed);
+                done.fetch_add(batch as u64, Ordering::Relaxed);
             }
         }));
     }
@@ -71,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let events = done.load(Ordering::Relaxed) as f64;
     let syncs = (stats.syncs - before.syncs) as f64;
     println!(
-        "annals: {writers} writers, {:.0} events/s, {:.0} fsyncs/s, {:.1} events per group commit \
+        "annals: {writers} writers x {batch}-event appends, {:.0} events/s, {:.0} fsyncs/s, {:.1} events per group commit \
          ({:.1}x the machine's fdatasync rate)",
         events / elapsed,
         syncs / elapsed,
@@ -79,6 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (events / elapsed) / machine
     );
     let requests = (stats.requests - before.requests).max(1) as f64;
+    let appends = events / batch as f64;
     let us = |after: u64, before: u64| (after - before) as f64 / requests / 1e3;
     let (t, b) = (stats.time, before.time);
     println!(
@@ -92,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.queued_ns + t.building_ns + t.syncing_ns + t.answering_ns,
             b.queued_ns + b.building_ns + b.syncing_ns + b.answering_ns
         ),
-        elapsed * 1e6 * writers as f64 / events
+        elapsed * 1e6 * writers as f64 / appends
     );
     Ok(())
 }

@@ -244,11 +244,57 @@ pub(crate) struct IndexedRecord<'a> {
     pub(crate) first_in_segment: bool,
 }
 
+/// The keys of the last stream, category and event type indexed. Consecutive records mostly
+/// share them (a batch's stream, a workload's few categories and types), and comparing a
+/// name is cheaper than hashing it.
+#[derive(Debug, Default)]
+pub(crate) struct KeyHashes {
+    stream: Option<(StreamName, u64)>,
+    category: (String, u64),
+    event_type: Option<(EventType, u64)>,
+}
+
+impl KeyHashes {
+    fn stream(&mut self, stream: &StreamName) -> u64 {
+        match &self.stream {
+            Some((last, key)) if last == stream => *key,
+            _ => {
+                let key = key_hash(KeyKind::Stream, stream.as_str());
+                self.stream = Some((stream.clone(), key));
+                key
+            }
+        }
+    }
+
+    fn category(&mut self, category: &str) -> u64 {
+        let (last, key) = &mut self.category;
+        if *key == 0 || last != category {
+            // A real hash of 0 is only recomputed each time.
+            *key = key_hash(KeyKind::Category, category);
+            last.clear();
+            last.push_str(category);
+        }
+        *key
+    }
+
+    fn event_type(&mut self, event_type: &EventType) -> u64 {
+        match &self.event_type {
+            Some((last, key)) if last == event_type => *key,
+            _ => {
+                let key = key_hash(KeyKind::EventType, event_type.as_str());
+                self.event_type = Some((event_type.clone(), key));
+                key
+            }
+        }
+    }
+}
+
 /// Appends the index entries of a record to `out`: its stream, category and event type, and
 /// (every `SPARSE_EVERY` positions and at each segment start) the sparse `$all` index.
 pub(crate) fn entries_for(
     index: &Index,
     record: &IndexedRecord<'_>,
+    keys: &mut KeyHashes,
     overlay: &mut HashMap<u64, u64>,
     out: &mut Vec<Entry>,
 ) -> Result<(), StorageError> {
@@ -259,15 +305,12 @@ pub(crate) fn entries_for(
         position,
         address: record.address,
     };
-    out.push(entry(
-        key_hash(KeyKind::Stream, record.stream.as_str()),
-        record.revision,
-    ));
+    out.push(entry(keys.stream(record.stream), record.revision));
     if let Some(category) = record.stream.category() {
-        let key = key_hash(KeyKind::Category, category);
+        let key = keys.category(category);
         out.push(entry(key, next_seq(index, key, overlay)?));
     }
-    let key = key_hash(KeyKind::EventType, record.event_type.as_str());
+    let key = keys.event_type(record.event_type);
     out.push(entry(key, next_seq(index, key, overlay)?));
     if record.first_in_segment || position.is_multiple_of(SPARSE_EVERY) {
         out.push(entry(key_hash(KeyKind::All, ""), position));
@@ -663,5 +706,32 @@ impl LogAccess for Snapshot<'_> {
             last_revision,
             tombstone_revision: restricted.tombstone_revision,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_key_hashes_equal_fresh_ones_whatever_the_order_of_names() {
+        let mut keys = KeyHashes::default();
+        let names = [
+            "order-1", "order-1", "order-2", "cart-9", "order-1", "x", "cart-9",
+        ];
+        for name in names {
+            let stream = StreamName::new(name).expect("a valid name");
+            assert_eq!(keys.stream(&stream), key_hash(KeyKind::Stream, name));
+            let category = name.split_once('-').map_or(name, |(c, _)| c);
+            assert_eq!(
+                keys.category(category),
+                key_hash(KeyKind::Category, category)
+            );
+            let event_type = EventType::new(format!("{category}Placed")).expect("a valid type");
+            assert_eq!(
+                keys.event_type(&event_type),
+                key_hash(KeyKind::EventType, event_type.as_str())
+            );
+        }
     }
 }

@@ -17,7 +17,9 @@ use annals_core::{Direction, EventType, StorageError};
 use foldhash::HashMap;
 
 use crate::device::Vfs;
-use crate::engine::{IndexedRecord, Published, Restricted, apply_restriction, entries_for};
+use crate::engine::{
+    IndexedRecord, KeyHashes, Published, Restricted, apply_restriction, entries_for,
+};
 use crate::index::{Entry, Index, KeyKind, key_hash};
 use crate::log::{self, Log, Segment, read_records};
 use crate::record::{self, DecodeError, FRAME_LEN, Record, SEGMENT_HEADER_LEN};
@@ -125,6 +127,7 @@ struct Replay<'a> {
     /// file is longer than the log).
     end: Option<u64>,
     overlay: HashMap<u64, u64>,
+    keys: KeyHashes,
     replayed: u64,
 }
 
@@ -138,6 +141,7 @@ impl<'a> Replay<'a> {
             cut: None,
             end: None,
             overlay: HashMap::default(),
+            keys: KeyHashes::default(),
             replayed: 0,
         }
     }
@@ -252,7 +256,13 @@ impl<'a> Replay<'a> {
                     address,
                     first_in_segment: event.position == segment.base,
                 };
-                entries_for(self.index, &indexed, &mut self.overlay, &mut entries)?;
+                entries_for(
+                    self.index,
+                    &indexed,
+                    &mut self.keys,
+                    &mut self.overlay,
+                    &mut entries,
+                )?;
                 self.replayed += 1;
             }
             self.index.insert(entries);

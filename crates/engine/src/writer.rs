@@ -41,7 +41,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::engine::{IndexedRecord, Shared, apply_restriction, entries_for};
+use crate::engine::{IndexedRecord, KeyHashes, Shared, apply_restriction, entries_for};
 use crate::index::{Entry, KeyKind, key_hash};
 use crate::log::{self, Segment};
 use crate::record::{
@@ -132,6 +132,7 @@ pub(crate) fn start(
         previous_requests: 0,
         previous_build: Duration::ZERO,
         seqs: HashMap::default(),
+        keys: KeyHashes::default(),
         states: HashMap::default(),
         in_flight: VecDeque::new(),
     }));
@@ -201,6 +202,7 @@ struct Writer {
     /// Next sequence number per category / event-type key (only the writer assigns them),
     /// including the groups in flight.
     seqs: HashMap<u64, u64>,
+    keys: KeyHashes,
     /// Last state of recently written streams (only the writer changes them), including the
     /// groups in flight.
     states: HashMap<StreamName, StreamState>,
@@ -219,8 +221,9 @@ const CACHE_LIMIT: usize = 1 << 16;
 /// Requests taken from the queue together.
 struct Group {
     requests: Vec<Request>,
-    /// Their encoded size, roughly.
+    /// Their encoded size, roughly, and how many events they carry.
     bytes: usize,
+    events: usize,
 }
 
 /// A record of the group being built, with its position and its offset in the group buffer.
@@ -279,7 +282,7 @@ impl Writer {
         let first = self.requests.blocking_recv()?;
         let limit = self.shared.config.group_max_bytes;
         let previous = self.previous_requests;
-        let mut bytes = request_bytes(&first.write);
+        let (mut bytes, mut events) = request_size(&first.write);
         let mut requests = Vec::with_capacity(previous + 1);
         requests.push(first);
         let deadline = Instant::now() + (self.previous_build / 4).min(MAX_LINGER);
@@ -287,7 +290,9 @@ impl Writer {
         while bytes < limit {
             match self.requests.try_recv() {
                 Ok(request) => {
-                    bytes += request_bytes(&request.write);
+                    let (b, e) = request_size(&request.write);
+                    bytes += b;
+                    events += e;
                     requests.push(request);
                 }
                 Err(_) => {
@@ -301,13 +306,21 @@ impl Writer {
             }
         }
         self.previous_requests = requests.len();
-        Some(Group { requests, bytes })
+        Some(Group {
+            requests,
+            bytes,
+            events,
+        })
     }
 
     /// Plans, encodes and writes a group and queues it for its answers; returns its sync,
     /// for the caller to run once it has let the next leader in.
     fn commit(&mut self, group: Group) -> Option<SyncJob> {
-        let Group { requests, bytes } = group;
+        let Group {
+            requests,
+            bytes,
+            events,
+        } = group;
         let ready = match self.shared.poisoned() {
             Some(poisoned) => Err(poisoned),
             None => self.trim_caches(),
@@ -333,7 +346,7 @@ impl Writer {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         buf.reserve(bytes);
-        let mut encoded = Vec::with_capacity(requests.len());
+        let mut encoded = Vec::with_capacity(events);
         let mut answers: Vec<Answer> = Vec::with_capacity(requests.len());
         let request_count = requests.len() as u32;
         let mut queued = Duration::ZERO;
@@ -352,10 +365,10 @@ impl Writer {
             };
             let result = planned.map(|mut plan| {
                 let records = std::mem::take(&mut plan.records);
-                let positions: Vec<Position> = (0..records.len() as u64)
-                    .map(|i| Position(self.next_position + i))
-                    .collect();
-                self.next_position += positions.len() as u64;
+                let first = self.next_position;
+                self.next_position += records.len() as u64;
+                let positions: Vec<Position> = (first..self.next_position).map(Position).collect();
+                pending.apply(&records, first);
                 let last = records.len().saturating_sub(1);
                 for (i, (record, &position)) in records.into_iter().zip(&positions).enumerate() {
                     let offset_in_group = buf.len() as u64;
@@ -365,7 +378,6 @@ impl Writer {
                         created,
                     };
                     encode(&record, mark, i == last, &mut buf);
-                    pending.apply(&record, position);
                     encoded.push(Encoded {
                         record,
                         position,
@@ -482,7 +494,8 @@ impl Writer {
         self.offset += len;
         let records = encoded.len() as u64;
         let mut restricting = Vec::new();
-        for e in encoded {
+        let mut encoded = encoded.into_iter().peekable();
+        while let Some(e) = encoded.next() {
             let state = StreamState {
                 last_revision: Some(e.record.revision),
                 last_event_id: Some(e.record.event.id),
@@ -492,7 +505,11 @@ impl Writer {
                 self.states.insert(e.record.stream.clone(), state);
                 let tombstone = e.record.tombstone;
                 restricting.push((recorded(e.record, e.position, created), tombstone));
-            } else {
+            } else if encoded
+                .peek()
+                .is_none_or(|next| next.record.stream != e.record.stream)
+            {
+                // A batch's records share their stream: only its last state is kept.
                 self.states.insert(e.record.stream, state);
             }
         }
@@ -521,7 +538,13 @@ impl Writer {
                 address: log::address(self.segment.number, self.offset + e.offset_in_group),
                 first_in_segment: e.position == self.segment.base,
             };
-            entries_for(&self.shared.index, &record, &mut self.seqs, &mut entries)?;
+            entries_for(
+                &self.shared.index,
+                &record,
+                &mut self.keys,
+                &mut self.seqs,
+                &mut entries,
+            )?;
         }
         let sparse = entries
             .iter()
@@ -801,14 +824,20 @@ fn fail(replies: impl IntoIterator<Item = Reply>, e: &StorageError) {
     }
 }
 
-fn request_bytes(request: &WriteRequest) -> usize {
+/// A request's encoded size, roughly, and how many events it writes (at most; a re-send
+/// writes none).
+fn request_size(request: &WriteRequest) -> (usize, usize) {
     match request {
-        WriteRequest::Append(writes) => writes
-            .iter()
-            .flat_map(|w| &w.events)
-            .map(|e| e.payload_len() + record::FRAME_LEN + record::BODY_HEADER_LEN)
-            .sum(),
-        _ => 256,
+        WriteRequest::Append(writes) => {
+            let events = writes.iter().flat_map(|w| &w.events);
+            let bytes = events
+                .clone()
+                .map(|e| e.payload_len() + record::FRAME_LEN + record::BODY_HEADER_LEN)
+                .sum();
+            // A re-created soft-deleted stream also writes its metadata.
+            (bytes, events.count() + writes.len())
+        }
+        _ => (256, 1),
     }
 }
 
@@ -884,25 +913,38 @@ struct PendingStream {
 }
 
 impl Pending {
-    fn apply(&mut self, record: &PlannedRecord, position: Position) {
-        let id = record.event.id;
-        let stream = self
-            .streams
-            .entry(record.stream.clone())
-            .or_insert_with(|| PendingStream {
-                state: StreamState::default(),
-                records: Vec::new(),
-            });
-        stream.state = StreamState {
-            last_revision: Some(record.revision),
-            last_event_id: Some(id),
-            tombstoned: record.tombstone,
-        };
-        stream.records.push((record.revision, id, position));
-        if let Some(target) = record.stream.metadata_target()
-            && let Ok(metadata) = StreamMetadata::from_bytes(&record.event.data)
-        {
-            self.metadata.insert(target, metadata);
+    /// Adds a request's records, the first at position `first`. A batch's records share
+    /// their stream: one lookup per run of them.
+    fn apply(&mut self, records: &[PlannedRecord], first: u64) {
+        let positions = (first..).map(Position);
+        let mut records = records.iter().zip(positions).peekable();
+        while let Some((head, _)) = records.peek() {
+            let name = &head.stream;
+            let stream = match self.streams.get_mut(name) {
+                Some(stream) => stream,
+                None => self
+                    .streams
+                    .entry(name.clone())
+                    .or_insert_with(|| PendingStream {
+                        state: StreamState::default(),
+                        records: Vec::new(),
+                    }),
+            };
+            while let Some((record, position)) = records.next_if(|(r, _)| r.stream == *name) {
+                stream.state = StreamState {
+                    last_revision: Some(record.revision),
+                    last_event_id: Some(record.event.id),
+                    tombstoned: record.tombstone,
+                };
+                stream
+                    .records
+                    .push((record.revision, record.event.id, position));
+                if let Some(target) = record.stream.metadata_target()
+                    && let Ok(metadata) = StreamMetadata::from_bytes(&record.event.data)
+                {
+                    self.metadata.insert(target, metadata);
+                }
+            }
         }
     }
 }
