@@ -55,7 +55,7 @@ const MAX_LINGER: Duration = Duration::from_micros(250);
 const ZERO_FILL_CHUNK: u64 = 1 << 20;
 /// ...when less than this is left ahead of a group...
 const ZERO_FILL_LOW_WATER: u64 = 256 << 10;
-/// ...of at most this many bytes.
+/// ...while recent groups averaged at most this many bytes.
 const ZERO_FILL_GROUP_MAX: u64 = 128 << 10;
 static ZEROS: [u8; ZERO_FILL_CHUNK as usize] = [0; ZERO_FILL_CHUNK as usize];
 
@@ -131,6 +131,7 @@ pub(crate) fn start(
         handed: 0,
         previous_requests: 0,
         previous_build: Duration::ZERO,
+        recent_group_bytes: 0,
         seqs: HashMap::default(),
         keys: KeyHashes::default(),
         states: HashMap::default(),
@@ -199,6 +200,8 @@ struct Writer {
     /// How many requests the previous group held, and how long building it took.
     previous_requests: usize,
     previous_build: Duration,
+    /// Moving average of the groups' sizes, in bytes (see [`Writer::zero_ahead`]).
+    recent_group_bytes: u64,
     /// Next sequence number per category / event-type key (only the writer assigns them),
     /// including the groups in flight.
     seqs: HashMap<u64, u64>,
@@ -391,7 +394,7 @@ impl Writer {
         let written = if buf.is_empty() {
             Ok(None)
         } else {
-            self.write_group(&buf, encoded, created).map(Some)
+            self.write_group(&buf, &encoded, created).map(Some)
         };
         if buf.capacity() <= GROUP_BUFFER_KEPT {
             self.buf = buf;
@@ -416,11 +419,12 @@ impl Writer {
             building: self.previous_build * request_count,
             written_at: Instant::now(),
         };
-        self.hand_over(Written {
+        let group = Written {
             log,
             answers,
             timing,
-        })
+        };
+        self.hand_over(group, encoded)
     }
 
     /// Whether the group just written is best synced by its leader without letting the next
@@ -434,13 +438,15 @@ impl Writer {
             && self.previous_build < finisher.last_sync / 2
     }
 
-    /// Queues a written group for its answers; returns its sync, if it wrote anything.
-    fn hand_over(&mut self, group: Written) -> Option<SyncJob> {
+    /// Queues a written group for its answers; returns its sync, if it wrote anything, which
+    /// also takes the group's records to free them off the leader.
+    fn hand_over(&mut self, group: Written, records: Vec<Encoded>) -> Option<SyncJob> {
         self.handed += 1;
         let job = group.log.as_ref().map(|log| SyncJob {
             seq: self.handed,
             segment: Arc::clone(&log.segment),
             end_offset: log.end_offset,
+            records,
         });
         let mut finisher = self.finisher.lock();
         if job.is_some() && !finisher.queue.is_empty() {
@@ -462,7 +468,7 @@ impl Writer {
     fn write_group(
         &mut self,
         buf: &[u8],
-        encoded: Vec<Encoded>,
+        encoded: &[Encoded],
         created: Timestamp,
     ) -> Result<WrittenLog, StorageError> {
         let len = buf.len() as u64;
@@ -490,27 +496,26 @@ impl Writer {
                 )
             })?;
         self.file_len = self.file_len.max(self.offset + len);
-        let (entries, sparse) = self.index_entries(&encoded)?;
+        let (entries, sparse) = self.index_entries(encoded)?;
         self.offset += len;
         let records = encoded.len() as u64;
         let mut restricting = Vec::new();
-        let mut encoded = encoded.into_iter().peekable();
-        while let Some(e) = encoded.next() {
+        for (i, e) in encoded.iter().enumerate() {
             let state = StreamState {
                 last_revision: Some(e.record.revision),
                 last_event_id: Some(e.record.event.id),
                 tombstoned: e.record.tombstone,
             };
-            if e.restricts() {
+            // A batch's records share their stream: only its last state is kept.
+            let last_of_stream = encoded
+                .get(i + 1)
+                .is_none_or(|next| next.record.stream != e.record.stream);
+            if e.restricts() || last_of_stream {
                 self.states.insert(e.record.stream.clone(), state);
-                let tombstone = e.record.tombstone;
-                restricting.push((recorded(e.record, e.position, created), tombstone));
-            } else if encoded
-                .peek()
-                .is_none_or(|next| next.record.stream != e.record.stream)
-            {
-                // A batch's records share their stream: only its last state is kept.
-                self.states.insert(e.record.stream, state);
+            }
+            if e.restricts() {
+                let event = recorded(e.record.clone(), e.position, created);
+                restricting.push((event, e.record.tombstone));
             }
         }
         Ok(WrittenLog {
@@ -585,12 +590,18 @@ impl Writer {
     /// journal commit where the file system has one; on this project's machine, ext4
     /// without a journal, ~110 µs against ~230 µs per sync). Large groups amortise that cost
     /// and would pay for the second write of their bytes, so they append; so do groups that
-    /// are never synced. The zeros go beyond the group and before it is written: a failure
-    /// here writes none of it.
+    /// are never synced. Groups count as small by their recent average: where most groups
+    /// are large, the odd small one would otherwise zero-fill space the large ones then
+    /// write again. The zeros go beyond the group and before it is written: a failure here
+    /// writes none of it.
     fn zero_ahead(&mut self, group_len: u64) -> Result<(), StorageError> {
         let end = self.offset + group_len;
         let limit = self.shared.config.segment_bytes;
-        let small = group_len <= ZERO_FILL_GROUP_MAX;
+        self.recent_group_bytes = match self.recent_group_bytes {
+            0 => group_len,
+            recent => (recent * 3 + group_len) / 4,
+        };
+        let small = self.recent_group_bytes <= ZERO_FILL_GROUP_MAX;
         if !self.shared.config.sync || !small || end + ZERO_FILL_LOW_WATER <= self.file_len {
             return Ok(());
         }
@@ -648,6 +659,9 @@ struct SyncJob {
     segment: Arc<Segment>,
     /// The segment's length after the group, for error messages.
     end_offset: u64,
+    /// The group's records, freed once it is answered: by then another committer usually
+    /// leads, so building the next group does not wait for that work.
+    records: Vec<Encoded>,
 }
 
 /// Syncs a group's writes, then answers every group that is ready, in order.
@@ -682,6 +696,8 @@ fn sync_and_answer(finisher: &Mutex<Finisher>, job: SyncJob, sync: bool) {
             finisher.fail_all(&e);
         }
     }
+    drop(finisher);
+    drop(job.records);
 }
 
 /// A group waiting for its answers.

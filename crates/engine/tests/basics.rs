@@ -357,3 +357,41 @@ async fn reopening_keeps_the_zero_filled_space_ahead_of_the_log() {
     let engine = Engine::open(dir.path(), Config::default()).unwrap();
     assert_eq!(count_all(&engine).await, 21);
 }
+
+#[tokio::test]
+async fn large_groups_append_without_zero_filling_and_small_ones_zero_fill_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    let segment = dir.path().join("log").join("0000000000.seg");
+    let name = stream("bulk-1");
+    let payload = format!("{{\"pad\":\"{}\"}}", "p".repeat(400));
+    // One appender: every append is its own group, each of ~250 KB (over 128 KiB).
+    for _ in 0..5 {
+        let batch = (0..500)
+            .map(|_| NewEvent::json(EventType::new("Bulk").unwrap(), payload.clone()))
+            .collect();
+        engine
+            .append(&name, ExpectedRevision::Any, batch)
+            .await
+            .unwrap();
+        let len = std::fs::metadata(&segment).unwrap().len();
+        let log_end = log_end(&std::fs::read(&segment).unwrap()) as u64;
+        assert_eq!(len, log_end, "a large group left zeros ahead of the log");
+    }
+    // One small group among large ones does not zero-fill space they would write again...
+    engine
+        .append(&name, ExpectedRevision::Any, vec![event(0)])
+        .await
+        .unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    assert_eq!(len, log_end(&std::fs::read(&segment).unwrap()) as u64);
+    // ...but once the groups are small again, zero-filled space comes back.
+    fill(&engine, 1, 40).await;
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let log_end = log_end(&std::fs::read(&segment).unwrap()) as u64;
+    assert!(
+        len >= log_end + (256 << 10),
+        "{len} bytes, log ends at {log_end}"
+    );
+    assert_eq!(count_all(&engine).await, 2541);
+}
