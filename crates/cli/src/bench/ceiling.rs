@@ -97,6 +97,7 @@ impl BareLog {
     ) -> anyhow::Result<f64> {
         let mut best: f64 = 0.0;
         for (committers, linger) in CONFIGS {
+            super::machine::settle_disk()?;
             let config = Config {
                 committers,
                 linger,

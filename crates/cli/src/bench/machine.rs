@@ -18,6 +18,19 @@ pub(crate) struct Machine {
     pub(crate) wake_up_us: f64,
 }
 
+/// Writes every dirty page of the machine to disk, so that the next measurement does not
+/// pay for the previous one's write-back (the page cache can hold gigabytes after a run).
+pub(crate) fn settle_disk() -> anyhow::Result<()> {
+    let status = std::process::Command::new("sync")
+        .status()
+        .map_err(|e| anyhow::anyhow!("running sync to settle the disk: {e}"))?;
+    anyhow::ensure!(
+        status.success(),
+        "sync (settling the disk) failed: {status}"
+    );
+    Ok(())
+}
+
 pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
     let path = dir.join("machine-probe");
     let file = std::fs::File::create(&path)?;

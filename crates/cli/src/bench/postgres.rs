@@ -63,6 +63,15 @@ impl Baseline {
         }
     }
 
+    /// Ends a measurement: a checkpoint writes PostgreSQL's dirty buffers now and the disk
+    /// is settled, so neither they nor the write-back of its WAL lands in the next
+    /// measurement (of either system).
+    pub(crate) fn settle(&self) -> anyhow::Result<()> {
+        self.psql(&["-qc", "CHECKPOINT"])
+            .context("checkpointing PostgreSQL after a baseline run")?;
+        super::machine::settle_disk()
+    }
+
     /// Recreates the baseline's table holding `events` events shaped like the bench's own
     /// (256-byte JSON data, 64-byte JSON metadata, 1,000 events per stream), so W4 reads the
     /// same number of events from both systems.

@@ -61,6 +61,8 @@ pub(crate) fn bench_event(event_type: &EventType) -> NewEvent {
 }
 
 fn fresh(ctx: &Context<'_>, name: &str) -> anyhow::Result<(Arc<Engine>, PathBuf)> {
+    // Whatever ran before (a baseline, the last repeat) writes back now, not during the run.
+    super::machine::settle_disk()?;
     let dir = ctx
         .dir
         .join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
@@ -276,7 +278,8 @@ fn pg_median(ctx: &Context<'_>, script: &str, clients: usize, per_tx: f64) -> Op
         let measured = ctx
             .pg
             .reset()
-            .and_then(|()| ctx.pg.pgbench(script, clients, ctx.plan.seconds));
+            .and_then(|()| ctx.pg.pgbench(script, clients, ctx.plan.seconds))
+            .and_then(|tps| ctx.pg.settle().map(|()| tps));
         match measured {
             Ok(tps) => values.push(tps * per_tx),
             Err(e) => {
@@ -531,6 +534,7 @@ fn pg_read_all(ctx: &Context<'_>, events: u64) -> Option<f64> {
     let measure = || -> anyhow::Result<f64> {
         eprintln!("W4  filling the PostgreSQL baseline table with {events} rows");
         ctx.pg.fill(events)?;
+        ctx.pg.settle()?;
         let mut rates = Vec::new();
         for _ in 0..3 {
             let (rows, seconds) = ctx.pg.read_all()?;
