@@ -1,7 +1,9 @@
 //! W2: W1 over gRPC. `annals-server` runs in this process on the embedded engine; the writers
 //! are the official `kurrentdb` Rust client, one shared client (one HTTP/2 connection, as
 //! applications use it), each writer appending single events to its own stream with exact
-//! expected revisions.
+//! expected revisions: one `Streams.Append` call per append, and for the most writers also
+//! through the client's `batch_append` (every writer's appends on one `Streams.BatchAppend`
+//! call, as the Node.js client does by default where the server offers it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use annals_core::EventStore;
 use annals_engine::{Config, Engine};
 use annals_server::{Server, ServerConfig};
 use anyhow::Context as _;
-use kurrentdb::{AppendToStreamOptions, EventData, StreamState};
+use kurrentdb::{AppendToStreamOptions, BatchAppendOptions, EventData, StreamState};
 use tokio::sync::oneshot;
 
 use super::report::{Line, Report, median, percentile_ms};
@@ -19,12 +21,26 @@ use super::workloads::{Context, bench_event};
 
 const WRITERS: [usize; 3] = [1, 16, 64];
 
+/// How the writers' appends reach the server.
+#[derive(Clone, Copy, PartialEq)]
+enum Calls {
+    /// One `Streams.Append` call per append.
+    PerAppend,
+    /// All writers' appends on one `Streams.BatchAppend` call.
+    Batched,
+}
+
 pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<()> {
-    for writers in WRITERS {
+    let most = WRITERS[WRITERS.len() - 1];
+    let runs = WRITERS
+        .iter()
+        .map(|&w| (w, Calls::PerAppend))
+        .chain([(most, Calls::Batched)]);
+    for (writers, calls) in runs {
         let baseline = ctx.pg_baseline("pg_append_single.sql", writers, 1.0);
         let mut runs = Vec::new();
         for _ in 0..ctx.plan.repeats {
-            runs.push(one_run(ctx, writers).await?);
+            runs.push(one_run(ctx, writers, calls).await?);
         }
         let rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
         let middle = median(rates);
@@ -32,9 +48,13 @@ pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
             .into_iter()
             .min_by(|a, b| (a.0 - middle).abs().total_cmp(&(b.0 - middle).abs()))
             .context("no runs")?;
+        let variant = match calls {
+            Calls::PerAppend => format!("{writers} gRPC writers"),
+            Calls::Batched => format!("{writers} gRPC writers, one BatchAppend call"),
+        };
         report.line(Line {
             workload: "W2",
-            variant: format!("{writers} gRPC writers"),
+            variant: variant.clone(),
             system: "annals",
             events_per_s: Some(rate),
             p50_ms: percentile_ms(&latencies, 0.5),
@@ -45,7 +65,7 @@ pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
         });
         report.line(Line {
             workload: "W2",
-            variant: format!("{writers} gRPC writers"),
+            variant,
             system: "postgres",
             events_per_s: baseline,
             ..Line::default()
@@ -55,7 +75,11 @@ pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
 }
 
 /// One timed run on a fresh engine and server: (events/s, sorted latencies in µs).
-async fn one_run(ctx: &Context<'_>, writers: usize) -> anyhow::Result<(f64, Vec<u64>)> {
+async fn one_run(
+    ctx: &Context<'_>,
+    writers: usize,
+    calls: Calls,
+) -> anyhow::Result<(f64, Vec<u64>)> {
     let dir = ctx
         .dir
         .join(format!("grpc-{}", uuid::Uuid::new_v4().simple()));
@@ -64,7 +88,8 @@ async fn one_run(ctx: &Context<'_>, writers: usize) -> anyhow::Result<(f64, Vec<
     let config = ServerConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         insecure: true,
-        shutdown_grace: Duration::from_secs(2),
+        // The client's BatchAppend call stays open until the server closes it.
+        shutdown_grace: Duration::from_millis(200),
         ..ServerConfig::default()
     };
     let server = Server::bind(config, store).await?;
@@ -76,7 +101,8 @@ async fn one_run(ctx: &Context<'_>, writers: usize) -> anyhow::Result<(f64, Vec<
     let settings = format!("kurrentdb://{addr}?tls=false").parse()?;
     let client = kurrentdb::Client::new(settings)
         .map_err(|e| anyhow::anyhow!("cannot create the kurrentdb client: {e}"))?;
-    let measured = drive(&client, writers, ctx.plan.seconds).await;
+    let measured = drive(&client, writers, calls, ctx.plan.seconds).await;
+    drop(client);
     let _ = stop_server.send(());
     serving.await??;
     if let Ok(engine) = Arc::try_unwrap(engine) {
@@ -89,8 +115,18 @@ async fn one_run(ctx: &Context<'_>, writers: usize) -> anyhow::Result<(f64, Vec<
 async fn drive(
     client: &kurrentdb::Client,
     writers: usize,
+    calls: Calls,
     seconds: f64,
 ) -> anyhow::Result<(f64, Vec<u64>)> {
+    let batch = match calls {
+        Calls::PerAppend => None,
+        Calls::Batched => Some(Arc::new(
+            client
+                .batch_append(&BatchAppendOptions::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open a BatchAppend call: {e}"))?,
+        )),
+    };
     let event = bench_event(&annals_core::EventType::new("BenchEvent")?);
     let data: serde_json::Value = serde_json::from_slice(&event.data)?;
     let metadata: serde_json::Value = serde_json::from_slice(&event.metadata)?;
@@ -99,7 +135,7 @@ async fn drive(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (client, stop) = (client.clone(), Arc::clone(&stop));
+        let (client, batch, stop) = (client.clone(), batch.clone(), Arc::clone(&stop));
         let (data, metadata) = (data.clone(), metadata.clone());
         let stream = format!("grpc-{w}-{}", &run_id[..8]);
         tasks.push(tokio::spawn(async move {
@@ -109,13 +145,23 @@ async fn drive(
                 let event = EventData::json("BenchEvent", &data)?
                     .metadata_as_json(&metadata)?
                     .id(uuid::Uuid::new_v4());
-                let options = AppendToStreamOptions::default().stream_state(state);
                 let sent = Instant::now();
-                let result = client
-                    .append_to_stream(stream.as_str(), &options, event)
-                    .await?;
+                let revision = match &batch {
+                    None => {
+                        let options = AppendToStreamOptions::default().stream_state(state);
+                        let result = client
+                            .append_to_stream(stream.as_str(), &options, event)
+                            .await?;
+                        result.next_expected_version
+                    }
+                    Some(batch) => batch
+                        .append_to_stream(stream.as_str(), state, vec![event])
+                        .await?
+                        .current_revision()
+                        .context("a BatchAppend result without the stream's revision")?,
+                };
                 latencies.push(sent.elapsed().as_micros() as u64);
-                state = StreamState::StreamRevision(result.next_expected_version);
+                state = StreamState::StreamRevision(revision);
             }
             anyhow::Ok(latencies)
         }));
