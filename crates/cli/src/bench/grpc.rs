@@ -80,6 +80,7 @@ async fn one_run(
     writers: usize,
     calls: Calls,
 ) -> anyhow::Result<(f64, Vec<u64>)> {
+    super::machine::settle_disk()?;
     let dir = ctx
         .dir
         .join(format!("grpc-{}", uuid::Uuid::new_v4().simple()));

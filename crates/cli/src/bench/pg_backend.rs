@@ -81,5 +81,7 @@ async fn one_run(
     if let Err(e) = PgStore::drop_schema(url, &schema).await {
         eprintln!("could not drop the benchmark schema {schema}: {e}");
     }
+    // As after a baseline run: its checkpoint and write-back do not land in the next run.
+    ctx.pg.settle()?;
     run
 }
