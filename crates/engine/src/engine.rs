@@ -256,14 +256,9 @@ pub(crate) struct KeyHashes {
 
 impl KeyHashes {
     fn stream(&mut self, stream: &StreamName) -> u64 {
-        match &self.stream {
-            Some((last, key)) if last == stream => *key,
-            _ => {
-                let key = key_hash(KeyKind::Stream, stream.as_str());
-                self.stream = Some((stream.clone(), key));
-                key
-            }
-        }
+        remembered(&mut self.stream, stream, || {
+            key_hash(KeyKind::Stream, stream.as_str())
+        })
     }
 
     fn category(&mut self, category: &str) -> u64 {
@@ -278,13 +273,24 @@ impl KeyHashes {
     }
 
     fn event_type(&mut self, event_type: &EventType) -> u64 {
-        match &self.event_type {
-            Some((last, key)) if last == event_type => *key,
-            _ => {
-                let key = key_hash(KeyKind::EventType, event_type.as_str());
-                self.event_type = Some((event_type.clone(), key));
-                key
-            }
+        remembered(&mut self.event_type, event_type, || {
+            key_hash(KeyKind::EventType, event_type.as_str())
+        })
+    }
+}
+
+/// `last`'s key if it was remembered for `name`, else `hash()`, remembered for next time.
+fn remembered<N: PartialEq + Clone>(
+    last: &mut Option<(N, u64)>,
+    name: &N,
+    hash: impl FnOnce() -> u64,
+) -> u64 {
+    match last {
+        Some((known, key)) if known == name => *key,
+        _ => {
+            let key = hash();
+            *last = Some((name.clone(), key));
+            key
         }
     }
 }

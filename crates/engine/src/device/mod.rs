@@ -23,9 +23,7 @@ pub trait Device: Send + Sync + Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// `len` bytes from `offset` in a new buffer; fails with `UnexpectedEof` past the end.
     fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0; len];
-        self.read_at(&mut buf, offset)?;
-        Ok(buf)
+        read_zeroed(self, offset, len)
     }
     /// Writes all of `buf` at `offset`, extending the file if needed.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
@@ -53,6 +51,13 @@ pub trait Vfs: Send + Sync + Debug {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Takes an exclusive lock on a file that lasts as long as the returned guard.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send + Sync>>;
+}
+
+/// `len` bytes from `offset` through `read_at`, into a zeroed buffer.
+fn read_zeroed<D: Device + ?Sized>(device: &D, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0; len];
+    device.read_at(&mut buf, offset)?;
+    Ok(buf)
 }
 
 /// Reads at least this large skip zeroing their buffer ([`FileDevice::read_vec`]); smaller
@@ -93,9 +98,7 @@ impl Device for FileDevice {
             None
         };
         let Some(mut own) = own else {
-            let mut buf = vec![0; len];
-            self.read_at(&mut buf, offset)?;
-            return Ok(buf);
+            return read_zeroed(self, offset, len);
         };
         own.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::with_capacity(len);
