@@ -5,6 +5,7 @@
 //! - [`log`]: the segmented append-only log.
 //! - [`index`]: stream, category, event-type and sparse `$all` indexes (an LSM of sorted runs).
 //! - [`writer`]: pipelined group commit (leader/follower committer threads).
+//! - [`zero_fill`]: the thread that keeps zero-filled space ahead of the log.
 //! - [`engine`]: opening (recovery), reads, and the core traits.
 //! - [`verify`]: the offline checker behind `annals verify`.
 
@@ -16,5 +17,6 @@ pub mod record;
 mod recovery;
 pub mod verify;
 mod writer;
+pub mod zero_fill;
 
 pub use engine::{Config, Engine, OpenError, RequestTime, Stats};

@@ -47,17 +47,17 @@ use crate::log::{self, Segment};
 use crate::record::{
     self, FLAG_JSON, FLAG_LAST_IN_TXN, FLAG_TOMBSTONE, RecordRef, SEGMENT_HEADER_LEN,
 };
+use crate::zero_fill::ZeroFill;
 
 /// The longest a group waits for appenders answered by the previous group.
 const MAX_LINGER: Duration = Duration::from_micros(250);
 
-/// Zero-filled space is added this much at a time ([`Writer::zero_ahead`])...
+/// Zero-filled space is asked for this much at a time ([`Writer::zero_ahead`])...
 const ZERO_FILL_CHUNK: u64 = 1 << 20;
 /// ...when less than this is left ahead of a group...
 const ZERO_FILL_LOW_WATER: u64 = 256 << 10;
 /// ...while recent groups averaged at most this many bytes.
 const ZERO_FILL_GROUP_MAX: u64 = 128 << 10;
-static ZEROS: [u8; ZERO_FILL_CHUNK as usize] = [0; ZERO_FILL_CHUNK as usize];
 
 /// How often the writer checks whether the groups in flight are synced, when it must wait.
 const SYNCED_POLL: Duration = Duration::from_micros(50);
@@ -81,7 +81,7 @@ pub(crate) struct Request {
 type Reply = oneshot::Sender<Result<Vec<AppendResult>, AppendError>>;
 type Answer = (Reply, Result<Vec<AppendResult>, AppendError>);
 
-/// Starts the committers and the index flusher; returns their threads.
+/// Starts the committers, the index flusher and the zero-filler; returns their threads.
 pub(crate) fn start(
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Request>,
@@ -110,6 +110,7 @@ pub(crate) fn start(
         .device
         .len()
         .map_err(|e| StorageError::io(format!("sizing {}", segment.path.display()), e))?;
+    let (zero_fill, filler) = ZeroFill::start(Arc::clone(&segment), file_len)?;
     let next_position = shared.published.read().next_position;
     let finisher = Arc::new(Mutex::new(Finisher {
         shared: Arc::clone(&shared),
@@ -124,7 +125,7 @@ pub(crate) fn start(
         requests,
         segment,
         offset: tail.1,
-        file_len,
+        zero_fill,
         next_position,
         buf: Vec::new(),
         finisher: Arc::clone(&finisher),
@@ -137,7 +138,7 @@ pub(crate) fn start(
         states: HashMap::default(),
         in_flight: VecDeque::new(),
     }));
-    let mut threads = Vec::with_capacity(COMMITTERS + 1);
+    let mut threads = Vec::with_capacity(COMMITTERS + 2);
     for n in 0..COMMITTERS {
         let committer = Committer {
             writer: Arc::clone(&writer),
@@ -151,6 +152,7 @@ pub(crate) fn start(
         );
     }
     threads.push(flusher);
+    threads.push(filler);
     Ok(threads)
 }
 
@@ -189,8 +191,8 @@ struct Writer {
     segment: Arc<Segment>,
     /// Where the next group goes in `segment`.
     offset: u64,
-    /// The length of `segment`'s file: `offset` plus the zero-filled space ahead of it.
-    file_len: u64,
+    /// Writes groups into `segment` and keeps zero-filled space ahead of them.
+    zero_fill: ZeroFill,
     next_position: u64,
     /// The encoded records of the group being built, kept between groups.
     buf: Vec<u8>,
@@ -485,17 +487,15 @@ impl Writer {
         if let Some(poisoned) = self.shared.poisoned() {
             return Err(poisoned);
         }
-        self.zero_ahead(len)?;
-        self.segment
-            .device
-            .write_at(buf, self.offset)
+        self.zero_fill
+            .write(&self.segment, buf, self.offset)
             .map_err(|e| {
                 StorageError::io(
                     format!("writing {} at {}", self.segment.path.display(), self.offset),
                     e,
                 )
             })?;
-        self.file_len = self.file_len.max(self.offset + len);
+        self.zero_ahead(len);
         let (entries, sparse) = self.index_entries(encoded)?;
         self.offset += len;
         let records = encoded.len() as u64;
@@ -592,62 +592,54 @@ impl Writer {
     /// and would pay for the second write of their bytes, so they append; so do groups that
     /// are never synced. Groups count as small by their recent average: where most groups
     /// are large, the odd small one would otherwise zero-fill space the large ones then
-    /// write again. The zeros go beyond the group and before it is written: a failure here
-    /// writes none of it.
-    fn zero_ahead(&mut self, group_len: u64) -> Result<(), StorageError> {
+    /// write again. The zero-filler thread writes the zeros, beyond the group just written.
+    fn zero_ahead(&mut self, group_len: u64) {
         let end = self.offset + group_len;
-        let limit = self.shared.config.segment_bytes;
         self.recent_group_bytes = match self.recent_group_bytes {
             0 => group_len,
             recent => (recent * 3 + group_len) / 4,
         };
         let small = self.recent_group_bytes <= ZERO_FILL_GROUP_MAX;
-        if !self.shared.config.sync || !small || end + ZERO_FILL_LOW_WATER <= self.file_len {
-            return Ok(());
+        let file_len = self.zero_fill.file_len();
+        if !self.shared.config.sync || !small || end + ZERO_FILL_LOW_WATER <= file_len {
+            return;
         }
-        let from = self.file_len.max(end);
-        let to = (from + ZERO_FILL_CHUNK).min(limit);
-        if to <= from {
-            return Ok(());
-        }
-        let zeros = &ZEROS[..usize::try_from(to - from).unwrap_or(0)];
-        self.segment.device.write_at(zeros, from).map_err(|e| {
-            StorageError::io(
-                format!("zero-filling {} at {from}", self.segment.path.display()),
-                e,
-            )
-        })?;
-        self.file_len = to;
-        Ok(())
+        let from = file_len.max(end);
+        self.zero_fill
+            .want((from + ZERO_FILL_CHUNK).min(self.shared.config.segment_bytes));
     }
 
     /// Starts a new segment whose first record will be at `base`. The current one is cut to
     /// its last record first, so that a sealed segment ends where its log does.
     fn roll(&mut self, base: u64) -> Result<(), StorageError> {
-        if self.file_len > self.offset {
-            let device = &self.segment.device;
-            device
-                .set_len(self.offset)
-                .and_then(|()| device.sync_data())
-                .map_err(|e| {
-                    StorageError::io(
-                        format!("sealing {} at {}", self.segment.path.display(), self.offset),
-                        e,
-                    )
-                })?;
-        }
-        let number = self.segment.number + 1;
-        let vfs = self.shared.config.vfs.as_ref();
-        let segment = Arc::new(Segment::create(
-            vfs,
-            &self.shared.log_dir,
-            number,
-            Position(base),
-        )?);
-        self.shared.log.push(Arc::clone(&segment));
-        self.segment = segment;
+        let (current, offset) = (Arc::clone(&self.segment), self.offset);
+        let shared = Arc::clone(&self.shared);
+        let seal_and_create = |file_len: u64| {
+            if file_len > offset {
+                let device = &current.device;
+                device
+                    .set_len(offset)
+                    .and_then(|()| device.sync_data())
+                    .map_err(|e| {
+                        StorageError::io(
+                            format!("sealing {} at {offset}", current.path.display()),
+                            e,
+                        )
+                    })?;
+            }
+            let segment = Arc::new(Segment::create(
+                shared.config.vfs.as_ref(),
+                &shared.log_dir,
+                current.number + 1,
+                Position(base),
+            )?);
+            shared.log.push(Arc::clone(&segment));
+            Ok(segment)
+        };
+        self.segment = self
+            .zero_fill
+            .replace_segment(SEGMENT_HEADER_LEN, seal_and_create)?;
         self.offset = SEGMENT_HEADER_LEN;
-        self.file_len = SEGMENT_HEADER_LEN;
         Ok(())
     }
 }

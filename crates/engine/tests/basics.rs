@@ -385,10 +385,18 @@ async fn large_groups_append_without_zero_filling_and_small_ones_zero_fill_again
         .unwrap();
     let len = std::fs::metadata(&segment).unwrap().len();
     assert_eq!(len, log_end(&std::fs::read(&segment).unwrap()) as u64);
-    // ...but once the groups are small again, zero-filled space comes back.
+    // ...but once the groups are small again, zero-filled space comes back (written by the
+    // zero-filler thread, so it may take a moment).
     fill(&engine, 1, 40).await;
-    let len = std::fs::metadata(&segment).unwrap().len();
     let log_end = log_end(&std::fs::read(&segment).unwrap()) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let len = loop {
+        let len = std::fs::metadata(&segment).unwrap().len();
+        if len >= log_end + (256 << 10) || std::time::Instant::now() > deadline {
+            break len;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
     assert!(
         len >= log_end + (256 << 10),
         "{len} bytes, log ends at {log_end}"

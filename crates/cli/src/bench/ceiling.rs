@@ -15,6 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use annals_core::Position;
+use annals_engine::device::StdVfs;
+use annals_engine::log::Segment;
+use annals_engine::record::SEGMENT_HEADER_LEN;
+use annals_engine::zero_fill::ZeroFill;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,7 +30,7 @@ const RECORD_BYTES: usize = 420;
 const FILE_BYTES: u64 = 256 << 20;
 /// The largest group (64 writers' records fit many times over).
 const GROUP_MAX: usize = 1 << 20;
-static ZEROS: [u8; ZERO_FILL_CHUNK as usize] = [0; ZERO_FILL_CHUNK as usize];
+static ZEROS: [u8; GROUP_MAX] = [0; GROUP_MAX];
 
 /// Committer counts and lingers tried; the best is the ceiling. One committer lingering
 /// until its appenders are back runs them in lock-step (every sync alone, so fastest);
@@ -38,8 +43,8 @@ const CONFIGS: [(usize, Duration); 2] = [
 /// What the bare loop does besides the unavoidable, to measure what each costs.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Variant {
-    /// Write into new space, zero-filled 1 MiB at a time ahead of the log as the engine's
-    /// writer does, instead of overwriting blocks written before the run.
+    /// Write into new space, zero-filled ahead of the log by the engine's own filler thread
+    /// (`annals_engine::zero_fill`), instead of overwriting blocks written before the run.
     pub(crate) zero_fill: bool,
     /// CPU the leader spends per event while it holds the log (the engine plans and encodes).
     pub(crate) leader_work: Duration,
@@ -60,8 +65,8 @@ impl Variant {
     }
 }
 
-/// Zero-filled space ([`Variant::zero_fill`]) is added this much at a time, when less than a
-/// quarter of it is left ahead (the engine's rule).
+/// Zero-filled space ([`Variant::zero_fill`]) is asked for this much at a time, when less
+/// than a quarter of it is left ahead (the engine's rule).
 const ZERO_FILL_CHUNK: u64 = 1 << 20;
 
 /// A bare log on the file system the bench measures.
@@ -77,8 +82,8 @@ impl BareLog {
     pub(crate) fn create(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("bare-group-commit");
         let file = File::create(&path)?;
-        for chunk in 0..FILE_BYTES / ZERO_FILL_CHUNK {
-            file.write_all_at(&ZEROS, chunk * ZERO_FILL_CHUNK)?;
+        for chunk in 0..FILE_BYTES / GROUP_MAX as u64 {
+            file.write_all_at(&ZEROS, chunk * GROUP_MAX as u64)?;
         }
         file.sync_all()?;
         Ok(Self {
@@ -109,38 +114,97 @@ impl BareLog {
     }
 
     async fn run(&self, writers: usize, config: Config, seconds: f64) -> anyhow::Result<f64> {
-        // New space is a new, empty file, removed after the run.
-        let fresh = config
-            .variant
-            .zero_fill
-            .then(|| self.dir.join("bare-group-commit-new"));
-        let (file, path) = match &fresh {
-            Some(path) => (Arc::new(File::create(path)?), path),
-            None => (Arc::clone(&self.file), &self.path),
-        };
-        let rate = measure(writers, config, seconds, &file)
-            .await
-            .map_err(|e| e.context(format!("bare group commit on {}", path.display())));
-        if let Some(path) = fresh {
-            let _ = std::fs::remove_file(path);
+        if !config.variant.zero_fill {
+            let target = Target::Ring(Arc::clone(&self.file));
+            return measure(writers, config, seconds, target)
+                .await
+                .map_err(|e| e.context(format!("bare group commit on {}", self.path.display())));
         }
+        // New space is a new segment in a directory of its own, removed after the run.
+        let dir = self.dir.join("bare-group-commit-new");
+        std::fs::create_dir_all(&dir)?;
+        let rate = self.run_fresh(writers, config, seconds, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        rate.map_err(|e| e.context(format!("bare group commit in {}", dir.display())))
+    }
+
+    async fn run_fresh(
+        &self,
+        writers: usize,
+        config: Config,
+        seconds: f64,
+        dir: &Path,
+    ) -> anyhow::Result<f64> {
+        let segment = Arc::new(Segment::create(&StdVfs, dir, 0, Position(0))?);
+        let (fill, filler) = ZeroFill::start(Arc::clone(&segment), SEGMENT_HEADER_LEN)?;
+        let rate = measure(
+            writers,
+            config,
+            seconds,
+            Target::Fresh(segment, Arc::new(fill)),
+        )
+        .await;
+        // The committers held the last handles: the filler has stopped or is stopping.
+        let _ = filler.join();
         rate
     }
 }
 
-/// One timed run of the loop on `file`.
+/// Where the groups go.
+#[derive(Clone)]
+enum Target {
+    /// Blocks written before the run, overwritten in a ring.
+    Ring(Arc<File>),
+    /// New space at the end of a new segment, zero-filled ahead by the engine's filler.
+    Fresh(Arc<Segment>, Arc<ZeroFill>),
+}
+
+impl Target {
+    /// Writes a group at the leader's offset and moves it on: in the ring, or in new space
+    /// with zeros asked for ahead as the engine's writer asks.
+    fn write(&self, leader: &mut Leader, group: &[u8]) -> std::io::Result<()> {
+        let (offset, len) = (leader.offset, group.len() as u64);
+        match self {
+            Self::Ring(file) => {
+                leader.offset = (offset + len) % (FILE_BYTES - GROUP_MAX as u64);
+                file.write_all_at(group, offset)
+            }
+            Self::Fresh(segment, fill) => {
+                fill.write(segment, group, offset)?;
+                leader.offset = offset + len;
+                let file_len = fill.file_len();
+                if leader.offset + ZERO_FILL_CHUNK / 4 > file_len {
+                    fill.want(file_len.max(leader.offset) + ZERO_FILL_CHUNK);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        match self {
+            Self::Ring(file) => file.sync_data(),
+            Self::Fresh(segment, _) => segment.device.sync_data(),
+        }
+    }
+}
+
+/// One timed run of the loop on `target`.
 async fn measure(
     writers: usize,
     config: Config,
     seconds: f64,
-    file: &Arc<File>,
+    target: Target,
 ) -> anyhow::Result<f64> {
     let (tx, rx) = mpsc::channel::<oneshot::Sender<()>>(1024);
+    let offset = match target {
+        Target::Ring(_) => 0,
+        Target::Fresh(..) => SEGMENT_HEADER_LEN,
+    };
     let leader = Arc::new(Mutex::new(Leader {
         requests: rx,
-        offset: 0,
+        offset,
         seq: 0,
-        file_len: 0,
     }));
     let finisher = Arc::new(Mutex::new(VecDeque::new()));
     let failure = Arc::new(Mutex::new(None::<std::io::Error>));
@@ -149,7 +213,7 @@ async fn measure(
             let committer = Committer {
                 leader: Arc::clone(&leader),
                 finisher: Arc::clone(&finisher),
-                file: Arc::clone(file),
+                target: target.clone(),
                 linger: config.linger,
                 variant: config.variant,
             };
@@ -161,6 +225,7 @@ async fn measure(
             })
         })
         .collect();
+    drop(target);
     // Only the committers hold the queue's receiver now: if they all fail, the queued
     // requests are dropped and their appenders stop instead of waiting forever.
     drop(leader);
@@ -219,8 +284,6 @@ struct Leader {
     requests: mpsc::Receiver<oneshot::Sender<()>>,
     offset: u64,
     seq: u64,
-    /// With [`Variant::zero_fill`]: the file's length (the log's end plus the zeros ahead).
-    file_len: u64,
 }
 
 /// Groups waiting for their answers, in write order: (seq, answers once synced).
@@ -229,7 +292,7 @@ type Unanswered = VecDeque<(u64, Option<Vec<oneshot::Sender<()>>>)>;
 struct Committer {
     leader: Arc<Mutex<Leader>>,
     finisher: Arc<Mutex<Unanswered>>,
-    file: Arc<File>,
+    target: Target,
     linger: Duration,
     variant: Variant,
 }
@@ -248,24 +311,12 @@ impl Committer {
             cohort = answers.len();
             self.spend_leader_work(answers.len());
             let len = (answers.len() * RECORD_BYTES).min(GROUP_MAX);
-            let offset = leader.offset;
-            let mut zeros = Ok(());
-            if self.variant.zero_fill {
-                leader.offset = offset + len as u64;
-                if leader.offset + ZERO_FILL_CHUNK / 4 > leader.file_len {
-                    let from = leader.file_len.max(leader.offset);
-                    zeros = self.file.write_all_at(&ZEROS, from);
-                    leader.file_len = from + ZERO_FILL_CHUNK;
-                }
-            } else {
-                leader.offset = (offset + len as u64) % (FILE_BYTES - GROUP_MAX as u64);
-            }
             leader.seq += 1;
             let seq = leader.seq;
             self.finisher.lock().push_back((seq, None));
-            let written = zeros.and_then(|()| self.file.write_all_at(&bytes[..len], offset));
+            let written = self.target.write(&mut leader, &bytes[..len]);
             drop(leader);
-            if let Err(e) = written.and_then(|()| self.file.sync_data()) {
+            if let Err(e) = written.and_then(|()| self.target.sync()) {
                 // Nothing more is answered: every waiting appender sees its answer dropped.
                 self.finisher.lock().clear();
                 return Err(e);
