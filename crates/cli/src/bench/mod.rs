@@ -7,6 +7,7 @@ mod machine;
 mod pg_backend;
 mod postgres;
 mod report;
+mod sched;
 pub(crate) mod workloads;
 
 use std::path::PathBuf;

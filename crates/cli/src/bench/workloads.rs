@@ -19,6 +19,7 @@ use super::Plan;
 use super::ceiling::{BareLog, Variant};
 use super::postgres::Baseline;
 use super::report::{Line, Report, median, percentile_ms};
+use super::sched::{Committers, Share};
 
 pub(crate) struct Context<'a> {
     pub(crate) dir: PathBuf,
@@ -86,6 +87,8 @@ pub(crate) struct Run {
     pub(crate) stages: Option<Stages>,
     /// CPU time of this process over wall time, in cores (2.0 = both cores busy).
     pub(crate) cpu_cores: f64,
+    /// How the embedded engine's committer threads spent the run.
+    committers: Option<Share>,
 }
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
@@ -172,6 +175,7 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
     let cpu_before = process_cpu_seconds();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let before = counter.map(|c| c());
+    let committers_before = Committers::now();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -211,6 +215,7 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
         latencies_us.extend(l);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let committers = Committers::now().since(&committers_before, elapsed);
     let after = counter.map(|c| c());
     latencies_us.sort_unstable();
     let mean_latency_us =
@@ -230,6 +235,7 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
         group_size: records / syncs.max(1.0),
         stages,
         cpu_cores: (process_cpu_seconds() - cpu_before) / elapsed,
+        committers,
     })
 }
 
@@ -325,11 +331,13 @@ async fn append_workload(
             p99_ms: percentile_ms(&run.latencies_us, 0.99),
             ratio_vs_postgres: pg.map(|pg| run.events_per_s / pg),
             extra: Some(format!(
-                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}",
+                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}{}",
                 run.fsyncs_per_s,
                 run.group_size,
                 run.cpu_cores,
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
+                run.committers
+                    .map_or(String::new(), |c| format!("; {}", c.describe())),
                 run.stages
                     .map_or(String::new(), |s| format!("; {}", s.describe())),
                 ceiling.map_or(String::new(), |c| format!(

@@ -1,0 +1,165 @@
+//! How the engine's committer threads spent an append run: running, or runnable and waiting
+//! for a CPU (Linux `/proc/self/task/*/schedstat`). CPU use averaged over a run can be well
+//! below the core count while the committers still wait for a CPU after most wake-ups: the
+//! appenders they answer wake up all at once on the same cores. That wait is the scheduling
+//! cost a group commit pays on a small machine, shown beside the CPU figure.
+
+use std::collections::HashMap;
+
+/// Cumulative times of one thread, from its `schedstat`.
+#[derive(Debug, Clone, Copy)]
+struct ThreadTimes {
+    running_ns: u64,
+    waiting_ns: u64,
+    switches: u64,
+}
+
+/// This process's threads' times at one moment, by thread id, with whether the thread is
+/// a committer (`annals-commit-*`). Threads are read whatever their name: one started just
+/// before may not have named itself yet.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Committers(HashMap<u64, (bool, ThreadTimes)>);
+
+/// Per committer thread, as shares of a run's wall time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Share {
+    threads: usize,
+    running: f64,
+    waiting: f64,
+    switches_per_s: f64,
+}
+
+impl Committers {
+    /// Reads every thread of this process; empty where there is no `/proc` (not Linux).
+    pub(crate) fn now() -> Self {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Self::default();
+        };
+        let threads = tasks.flatten().filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            Some((tid, (comm.starts_with("annals-commit"), parse(&stat)?)))
+        });
+        Self(threads.collect())
+    }
+
+    /// The mean share per committer thread since `before`, over `seconds` of wall time, of
+    /// the committers (by their name now) that were there at both readings.
+    pub(crate) fn since(&self, before: &Self, seconds: f64) -> Option<Share> {
+        let deltas: Vec<(u64, u64, u64)> = self
+            .0
+            .iter()
+            .filter(|(_, (committer, _))| *committer)
+            .filter_map(|(tid, (_, now))| {
+                let (_, then) = before.0.get(tid)?;
+                Some((
+                    now.running_ns.saturating_sub(then.running_ns),
+                    now.waiting_ns.saturating_sub(then.waiting_ns),
+                    now.switches.saturating_sub(then.switches),
+                ))
+            })
+            .collect();
+        if deltas.is_empty() || seconds <= 0.0 {
+            return None;
+        }
+        let per_thread = |f: fn(&(u64, u64, u64)) -> u64| {
+            deltas.iter().map(f).sum::<u64>() as f64 / deltas.len() as f64
+        };
+        Some(Share {
+            threads: deltas.len(),
+            running: per_thread(|d| d.0) / 1e9 / seconds,
+            waiting: per_thread(|d| d.1) / 1e9 / seconds,
+            switches_per_s: per_thread(|d| d.2) / seconds,
+        })
+    }
+}
+
+impl Share {
+    /// `2 committers, each: running 36%, waiting for a CPU 27% of the time, 15000 switches/s`.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} committers, each: running {:.0}%, waiting for a CPU {:.0}% of the time, {:.0} \
+             switches/s",
+            self.threads,
+            100.0 * self.running,
+            100.0 * self.waiting,
+            self.switches_per_s
+        )
+    }
+}
+
+/// `schedstat`: time on the CPU (ns), time runnable on a run queue (ns), timeslices run.
+fn parse(stat: &str) -> Option<ThreadTimes> {
+    let mut fields = stat.split_whitespace().map(str::parse::<u64>);
+    Some(ThreadTimes {
+        running_ns: fields.next()?.ok()?,
+        waiting_ns: fields.next()?.ok()?,
+        switches: fields.next()?.ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_come_from_the_threads_seen_in_both_readings() {
+        let times = |running_ns, waiting_ns, switches| ThreadTimes {
+            running_ns,
+            waiting_ns,
+            switches,
+        };
+        // Thread 2 had not named itself yet at the first reading; 4 is not a committer.
+        let before = Committers(HashMap::from([
+            (1, (true, times(0, 0, 0))),
+            (2, (false, times(10, 0, 5))),
+            (4, (false, times(0, 0, 0))),
+        ]));
+        let after = Committers(HashMap::from([
+            (1, (true, times(600_000_000, 200_000_000, 1000))),
+            (2, (true, times(200_000_010, 400_000_000, 3005))),
+            // Started after the first reading: not counted.
+            (3, (true, times(900_000_000, 900_000_000, 9000))),
+            (4, (false, times(900_000_000, 900_000_000, 9000))),
+        ]));
+        let share = after.since(&before, 2.0).expect("two threads in both");
+        assert_eq!(share.threads, 2);
+        assert!((share.running - 0.2).abs() < 1e-9, "{share:?}");
+        assert!((share.waiting - 0.15).abs() < 1e-9, "{share:?}");
+        assert!((share.switches_per_s - 1000.0).abs() < 1e-9, "{share:?}");
+        assert!(Committers::default().since(&before, 2.0).is_none());
+    }
+
+    #[test]
+    fn schedstat_lines_parse_and_garbage_does_not() {
+        let t = parse("733000000 536000000 30157\n").expect("three numbers");
+        assert_eq!(
+            (t.running_ns, t.waiting_ns, t.switches),
+            (733000000, 536000000, 30157)
+        );
+        assert!(parse("12 x 3").is_none());
+        assert!(parse("12").is_none());
+    }
+
+    #[test]
+    fn a_committer_named_thread_of_this_process_is_found() {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("annals-commit-t".to_owned())
+            .spawn(move || {
+                let _ = started.send(());
+                let _ = stopped.recv();
+            })
+            .expect("a thread");
+        running.recv().expect("the thread started");
+        let found = Committers::now();
+        let _ = stop.send(());
+        thread.join().expect("the thread ends");
+        assert!(
+            found.0.values().any(|(committer, _)| *committer),
+            "no annals-commit-* thread in /proc/self/task"
+        );
+    }
+}
