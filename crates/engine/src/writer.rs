@@ -52,11 +52,8 @@ use crate::zero_fill::ZeroFill;
 /// The longest a group waits for appenders answered by the previous group.
 const MAX_LINGER: Duration = Duration::from_micros(250);
 
-/// Zero-filled space is asked for this much at a time ([`Writer::zero_ahead`])...
-const ZERO_FILL_CHUNK: u64 = 1 << 20;
-/// ...when less than this is left ahead of a group...
-const ZERO_FILL_LOW_WATER: u64 = 256 << 10;
-/// ...while recent groups averaged at most this many bytes.
+/// Zero-filled space is kept ahead of the log ([`Writer::zero_ahead`]) while recent groups
+/// averaged at most this many bytes.
 const ZERO_FILL_GROUP_MAX: u64 = 128 << 10;
 
 /// How often the writer checks whether the groups in flight are synced, when it must wait.
@@ -594,19 +591,16 @@ impl Writer {
     /// are large, the odd small one would otherwise zero-fill space the large ones then
     /// write again. The zero-filler thread writes the zeros, beyond the group just written.
     fn zero_ahead(&mut self, group_len: u64) {
-        let end = self.offset + group_len;
         self.recent_group_bytes = match self.recent_group_bytes {
             0 => group_len,
             recent => (recent * 3 + group_len) / 4,
         };
         let small = self.recent_group_bytes <= ZERO_FILL_GROUP_MAX;
-        let file_len = self.zero_fill.file_len();
-        if !self.shared.config.sync || !small || end + ZERO_FILL_LOW_WATER <= file_len {
-            return;
+        if self.shared.config.sync && small {
+            let end = self.offset + group_len;
+            self.zero_fill
+                .keep_ahead(end, self.shared.config.segment_bytes);
         }
-        let from = file_len.max(end);
-        self.zero_fill
-            .want((from + ZERO_FILL_CHUNK).min(self.shared.config.segment_bytes));
     }
 
     /// Starts a new segment whose first record will be at `base`. The current one is cut to

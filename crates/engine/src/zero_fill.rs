@@ -27,6 +27,10 @@ use crate::log::Segment;
 /// system's lock on the file, waits ~70 µs at most.
 pub(crate) const PIECE: u64 = 64 << 10;
 static ZEROS: [u8; PIECE as usize] = [0; PIECE as usize];
+/// Zeros are asked for this much at a time ([`ZeroFill::keep_ahead`])...
+const CHUNK: u64 = 1 << 20;
+/// ...when less than this is left beyond the log.
+const LOW_WATER: u64 = CHUNK / 4;
 
 /// The last segment's length and the filler's work, shared by the leader and the filler.
 struct Ahead {
@@ -77,7 +81,7 @@ impl ZeroFill {
     }
 
     /// The file's length now (zeros being written may make it longer soon).
-    pub fn file_len(&self) -> u64 {
+    fn file_len(&self) -> u64 {
         self.ahead.file_len.load(Acquire)
     }
 
@@ -97,8 +101,17 @@ impl ZeroFill {
         Ok(())
     }
 
+    /// Keeps zeros ahead of `end`, where the log ends after the group just written: when
+    /// less than [`LOW_WATER`] is left, asks for the next [`CHUNK`] (never past `limit`).
+    pub fn keep_ahead(&self, end: u64, limit: u64) {
+        let file_len = self.file_len();
+        if end + LOW_WATER > file_len {
+            self.want((file_len + CHUNK).min(limit));
+        }
+    }
+
     /// Asks for zeros up to `to` (the filler never shortens its target).
-    pub fn want(&self, to: u64) {
+    fn want(&self, to: u64) {
         if self.ahead.given_up.load(Acquire) {
             return;
         }

@@ -65,10 +65,6 @@ impl Variant {
     }
 }
 
-/// Zero-filled space ([`Variant::zero_fill`]) is asked for this much at a time, when less
-/// than a quarter of it is left ahead (the engine's rule).
-const ZERO_FILL_CHUNK: u64 = 1 << 20;
-
 /// A bare log on the file system the bench measures.
 pub(crate) struct BareLog {
     file: Arc<File>,
@@ -123,31 +119,31 @@ impl BareLog {
         // New space is a new segment in a directory of its own, removed after the run.
         let dir = self.dir.join("bare-group-commit-new");
         std::fs::create_dir_all(&dir)?;
-        let rate = self.run_fresh(writers, config, seconds, &dir).await;
+        let rate = measure_fresh(writers, config, seconds, &dir).await;
         let _ = std::fs::remove_dir_all(&dir);
         rate.map_err(|e| e.context(format!("bare group commit in {}", dir.display())))
     }
+}
 
-    async fn run_fresh(
-        &self,
-        writers: usize,
-        config: Config,
-        seconds: f64,
-        dir: &Path,
-    ) -> anyhow::Result<f64> {
-        let segment = Arc::new(Segment::create(&StdVfs, dir, 0, Position(0))?);
-        let (fill, filler) = ZeroFill::start(Arc::clone(&segment), SEGMENT_HEADER_LEN)?;
-        let rate = measure(
-            writers,
-            config,
-            seconds,
-            Target::Fresh(segment, Arc::new(fill)),
-        )
-        .await;
-        // The committers held the last handles: the filler has stopped or is stopping.
-        let _ = filler.join();
-        rate
-    }
+/// One timed run into a new segment in `dir`, zero-filled by the engine's filler.
+async fn measure_fresh(
+    writers: usize,
+    config: Config,
+    seconds: f64,
+    dir: &Path,
+) -> anyhow::Result<f64> {
+    let segment = Arc::new(Segment::create(&StdVfs, dir, 0, Position(0))?);
+    let (fill, filler) = ZeroFill::start(Arc::clone(&segment), SEGMENT_HEADER_LEN)?;
+    let rate = measure(
+        writers,
+        config,
+        seconds,
+        Target::Fresh(segment, Arc::new(fill)),
+    )
+    .await;
+    // The committers held the last handles: the filler has stopped or is stopping.
+    let _ = filler.join();
+    rate
 }
 
 /// Where the groups go.
@@ -172,10 +168,7 @@ impl Target {
             Self::Fresh(segment, fill) => {
                 fill.write(segment, group, offset)?;
                 leader.offset = offset + len;
-                let file_len = fill.file_len();
-                if leader.offset + ZERO_FILL_CHUNK / 4 > file_len {
-                    fill.want(file_len.max(leader.offset) + ZERO_FILL_CHUNK);
-                }
+                fill.keep_ahead(leader.offset, u64::MAX);
                 Ok(())
             }
         }
