@@ -166,9 +166,10 @@ pub struct Stats {
 /// Together they are the time from queueing a request to answering it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestTime {
-    /// In the queue, until a leader took the request's group.
+    /// In the queue, until a leader took the request into its group.
     pub queued_ns: u64,
-    /// While the group was planned, encoded and written.
+    /// From then until the group was written: planning and encoding it and the requests
+    /// after it in the group (and waiting for them), and the group's write.
     pub building_ns: u64,
     /// From written until the group's own sync returned.
     pub syncing_ns: u64,

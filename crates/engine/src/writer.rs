@@ -2,10 +2,11 @@
 //!
 //! One writer state ([`Writer`]) exists; [`COMMITTERS`] threads take turns holding it. The
 //! holder is the **leader**: it takes one request from the bounded queue, then everything
-//! else already waiting (up to `group_max_bytes`), plans each request against the committed
-//! state, the groups in flight and what this group has planned so far, encodes the records
-//! with gap-free positions, writes the group with one `write_at` and queues it for its
-//! answers. Then it lets the next committer lead and calls `sync_data` for its own group on
+//! else already waiting (up to `group_max_bytes`). It plans each request as it takes it,
+//! against the committed state, the groups in flight and what this group has planned so
+//! far, and encodes its records with gap-free positions, so a group waiting for appenders
+//! that are about to send is built meanwhile. Then it writes the group with one `write_at`
+//! and queues it for its answers. Then it lets the next committer lead and calls `sync_data` for its own group on
 //! its own thread; when that returns, the queued groups whose own syncs have returned are
 //! published to readers and subscribers and their requests answered, strictly in write
 //! order (the [`Finisher`]).
@@ -128,6 +129,7 @@ pub(crate) fn start(
         finisher: Arc::clone(&finisher),
         handed: 0,
         previous_requests: 0,
+        previous_events: 0,
         previous_build: Duration::ZERO,
         recent_group_bytes: 0,
         seqs: HashMap::default(),
@@ -165,10 +167,10 @@ impl Committer {
     fn run(self) {
         let mut writer = self.writer.lock();
         loop {
-            let Some(group) = writer.collect() else {
+            let Some(job) = writer.lead() else {
                 return;
             };
-            let Some(job) = writer.commit(group) else {
+            let Some(job) = job else {
                 continue;
             };
             if writer.sync_while_leading() {
@@ -198,6 +200,8 @@ struct Writer {
     handed: u64,
     /// How many requests the previous group held, and how long building it took.
     previous_requests: usize,
+    /// Records in the previous group.
+    previous_events: usize,
     previous_build: Duration,
     /// Moving average of the groups' sizes, in bytes (see [`Writer::zero_ahead`]).
     recent_group_bytes: u64,
@@ -220,12 +224,28 @@ const GROUP_BUFFER_KEPT: usize = 1 << 20;
 /// Entries the writer's caches hold before they start over.
 const CACHE_LIMIT: usize = 1 << 16;
 
-/// Requests taken from the queue together.
-struct Group {
-    requests: Vec<Request>,
-    /// Their encoded size, roughly, and how many events they carry.
+/// A group being built: its requests, planned and encoded as they were taken from the queue.
+struct Building {
+    /// When the group's first request was taken.
+    started: Instant,
+    /// The position of its first record.
+    group_start: u64,
+    /// The published head when the group began: every position below it is synced.
+    synced_before: Position,
+    created: Timestamp,
+    /// What the group has planned so far, layered over the committed state.
+    pending: Pending,
+    /// The encoded records.
+    buf: Vec<u8>,
+    encoded: Vec<Encoded>,
+    answers: Vec<Answer>,
+    /// The requests' encoded size, roughly.
     bytes: usize,
-    events: usize,
+    /// Summed over the requests: time in the queue, and from `started` until planned.
+    queued: Duration,
+    planned_after_start: Duration,
+    /// Time spent planning and encoding (not waiting for requests).
+    work: Duration,
 }
 
 /// A record of the group being built, with its position and its offset in the group buffer.
@@ -277,62 +297,49 @@ struct WrittenLog {
 
 impl Writer {
     /// Waits for a request, then takes everything else already queued (up to
-    /// `group_max_bytes`); `None` once the engine is closing. Appenders answered by the
+    /// `group_max_bytes`), planning and encoding each as it comes, and writes the group;
+    /// returns its sync, or `None` once the engine is closing. Appenders answered by the
     /// last group are usually about to send again, so a group much smaller than the last
-    /// one waits a moment for them (a fraction of the time the last group took to build).
-    fn collect(&mut self) -> Option<Group> {
+    /// one waits a moment for them (a fraction of the time the last group took to build),
+    /// and builds what has come meanwhile.
+    fn lead(&mut self) -> Option<Option<SyncJob>> {
         let first = self.requests.blocking_recv()?;
+        let mut group = match self.begin() {
+            Ok(group) => group,
+            Err(e) => {
+                fail([first.reply], &e);
+                return Some(None);
+            }
+        };
         let limit = self.shared.config.group_max_bytes;
         let previous = self.previous_requests;
-        let (mut bytes, mut events) = request_size(&first.write);
-        let mut requests = Vec::with_capacity(previous + 1);
-        requests.push(first);
         let deadline = Instant::now() + (self.previous_build / 4).min(MAX_LINGER);
+        self.add(&mut group, first);
         let mut target = None;
-        while bytes < limit {
+        while group.bytes < limit {
             match self.requests.try_recv() {
-                Ok(request) => {
-                    let (b, e) = request_size(&request.write);
-                    bytes += b;
-                    events += e;
-                    requests.push(request);
-                }
+                Ok(request) => self.add(&mut group, request),
                 Err(_) => {
                     // What was already queued, plus the appenders the last group answered.
-                    let wanted = *target.get_or_insert(requests.len() + previous);
-                    if previous < 2 || requests.len() >= wanted || Instant::now() >= deadline {
+                    let requests = group.answers.len();
+                    let wanted = *target.get_or_insert(requests + previous);
+                    if previous < 2 || requests >= wanted || Instant::now() >= deadline {
                         break;
                     }
                     std::thread::yield_now();
                 }
             }
         }
-        self.previous_requests = requests.len();
-        Some(Group {
-            requests,
-            bytes,
-            events,
-        })
+        self.previous_requests = group.answers.len();
+        Some(self.finish(group))
     }
 
-    /// Plans, encodes and writes a group and queues it for its answers; returns its sync,
-    /// for the caller to run once it has let the next leader in.
-    fn commit(&mut self, group: Group) -> Option<SyncJob> {
-        let Group {
-            requests,
-            bytes,
-            events,
-        } = group;
-        let ready = match self.shared.poisoned() {
-            Some(poisoned) => Err(poisoned),
-            None => self.trim_caches(),
-        };
-        if let Err(e) = ready {
-            fail(requests.into_iter().map(|r| r.reply), &e);
-            return None;
+    /// Starts a group; fails if the engine is poisoned.
+    fn begin(&mut self) -> Result<Building, StorageError> {
+        if let Some(poisoned) = self.shared.poisoned() {
+            return Err(poisoned);
         }
-        let building = Instant::now();
-        let group_start = self.next_position;
+        self.trim_caches()?;
         // Published means synced: recovery may treat damage at or after this as a torn tail.
         let synced_before = Position(self.shared.published.read().next_position);
         // Published groups are in the index, so their planning layers can go.
@@ -343,53 +350,85 @@ impl Writer {
         {
             self.in_flight.pop_front();
         }
-        let created = self.shared.config.clock.now();
-        let mut pending = Pending::default();
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        buf.reserve(bytes);
-        let mut encoded = Vec::with_capacity(events);
-        let mut answers: Vec<Answer> = Vec::with_capacity(requests.len());
-        let request_count = requests.len() as u32;
-        let mut queued = Duration::ZERO;
-        for request in requests {
-            queued += building.saturating_duration_since(request.queued);
-            let planned = {
-                let mut view = GroupView {
-                    shared: &self.shared,
-                    pending: &mut pending,
-                    in_flight: &self.in_flight,
-                    states: &self.states,
-                };
-                write::poll_ready(write::plan(&mut view, request.write)).unwrap_or_else(|| {
-                    Err(StorageError::backend("planning would have waited").into())
-                })
+        Ok(Building {
+            started: Instant::now(),
+            group_start: self.next_position,
+            synced_before,
+            created: self.shared.config.clock.now(),
+            pending: Pending::default(),
+            buf,
+            encoded: Vec::with_capacity(self.previous_events),
+            answers: Vec::with_capacity(self.previous_requests + 1),
+            bytes: 0,
+            queued: Duration::ZERO,
+            planned_after_start: Duration::ZERO,
+            work: Duration::ZERO,
+        })
+    }
+
+    /// Plans a request against the committed state, the groups in flight and what the group
+    /// has planned so far, and encodes its records with gap-free positions.
+    fn add(&mut self, group: &mut Building, request: Request) {
+        let planning = Instant::now();
+        group.queued += planning.saturating_duration_since(request.queued);
+        group.planned_after_start += planning.saturating_duration_since(group.started);
+        group.bytes += request_size(&request.write).0;
+        let planned = {
+            let mut view = GroupView {
+                shared: &self.shared,
+                pending: &mut group.pending,
+                in_flight: &self.in_flight,
+                states: &self.states,
             };
-            let result = planned.map(|mut plan| {
-                let records = std::mem::take(&mut plan.records);
-                let first = self.next_position;
-                self.next_position += records.len() as u64;
-                let positions: Vec<Position> = (first..self.next_position).map(Position).collect();
-                pending.apply(&records, first);
-                let last = records.len().saturating_sub(1);
-                for (i, (record, &position)) in records.into_iter().zip(&positions).enumerate() {
-                    let offset_in_group = buf.len() as u64;
-                    let mark = RecordMark {
-                        position,
-                        synced_before,
-                        created,
-                    };
-                    encode(&record, mark, i == last, &mut buf);
-                    encoded.push(Encoded {
-                        record,
-                        position,
-                        offset_in_group,
-                    });
-                }
-                plan.results(&positions)
-            });
-            answers.push((request.reply, result));
-        }
+            write::poll_ready(write::plan(&mut view, request.write))
+                .unwrap_or_else(|| Err(StorageError::backend("planning would have waited").into()))
+        };
+        let result = planned.map(|mut plan| {
+            let records = std::mem::take(&mut plan.records);
+            let first = self.next_position;
+            self.next_position += records.len() as u64;
+            let positions: Vec<Position> = (first..self.next_position).map(Position).collect();
+            group.pending.apply(&records, first);
+            let last = records.len().saturating_sub(1);
+            for (i, (record, &position)) in records.into_iter().zip(&positions).enumerate() {
+                let offset_in_group = group.buf.len() as u64;
+                let mark = RecordMark {
+                    position,
+                    synced_before: group.synced_before,
+                    created: group.created,
+                };
+                encode(&record, mark, i == last, &mut group.buf);
+                group.encoded.push(Encoded {
+                    record,
+                    position,
+                    offset_in_group,
+                });
+            }
+            plan.results(&positions)
+        });
+        group.answers.push((request.reply, result));
+        group.work += planning.elapsed();
+    }
+
+    /// Writes a built group and queues it for its answers; returns its sync, for the caller
+    /// to run once it has let the next leader in.
+    fn finish(&mut self, group: Building) -> Option<SyncJob> {
+        let writing = Instant::now();
+        let Building {
+            started,
+            group_start,
+            created,
+            buf,
+            encoded,
+            answers,
+            pending,
+            queued,
+            planned_after_start,
+            work,
+            ..
+        } = group;
         let written = if buf.is_empty() {
             Ok(None)
         } else {
@@ -412,11 +451,17 @@ impl Writer {
         if log.is_some() {
             self.in_flight.push_back((self.next_position, pending));
         }
-        self.previous_build = building.elapsed();
+        self.previous_build = work + writing.elapsed();
+        self.previous_events = encoded.len();
+        let written_at = Instant::now();
+        let requests = answers.len() as u32;
+        // Each request was being built from when it was planned until the group was written.
+        let building = (written_at.saturating_duration_since(started) * requests)
+            .saturating_sub(planned_after_start);
         let timing = GroupTiming {
             queued,
-            building: self.previous_build * request_count,
-            written_at: Instant::now(),
+            building,
+            written_at,
         };
         let group = Written {
             log,
