@@ -53,10 +53,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs its life cycle; the one-shot commands only warnings. The bench's W2
     // server stops with the client's BatchAppend call still open (the kurrentdb client keeps
-    // it for the connection's life), which the server would warn about after every run.
+    // it for the connection's life): the server would warn that it closes it after every
+    // run, and the client, left behind, that its node went away.
     init_logging(match cli.command {
         Command::Serve(_) => "info",
-        Command::Bench(_) => "warn,annals_server=error",
+        Command::Bench(_) => "warn,annals_server=error,kurrentdb=off",
         _ => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -57,6 +57,9 @@ use crate::proto::event_store::client::server_features::server_features_server::
 use crate::proto::event_store::client::streams::streams_server::StreamsServer;
 use crate::state::AppState;
 
+/// How long a stopping server waits for the connections it closed to be gone.
+const CLOSE_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -167,7 +170,8 @@ impl Server {
             let _ = stopping_tx.send(());
         };
         tracing::info!(addr = %self.local_addr, "serving gRPC (KurrentDB protocol) and HTTP");
-        let server = axum::serve(prompt::PromptListener(self.listener), app)
+        let (listener, connections) = prompt::PromptListener::new(self.listener);
+        let server = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .into_future();
         let grace = self.config.shutdown_grace;
@@ -183,6 +187,11 @@ impl Server {
             () = deadline => {
                 tracing::warn!(?grace, "connections still open after the grace period; closing them");
             }
+        }
+        // The HTTP stack serves each connection on a task of its own, which outlives the
+        // server's future: close what is left, so that nothing holds the store afterwards.
+        if !connections.close_all(CLOSE_BOUND).await {
+            tracing::warn!(bound = ?CLOSE_BOUND, "connections did not close after the server stopped");
         }
         tracing::info!("server stopped");
         Ok(())
