@@ -6,10 +6,10 @@
 //! against the committed state, the groups in flight and what this group has planned so
 //! far, and encodes its records with gap-free positions, so a group waiting for appenders
 //! that are about to send is built meanwhile. Then it writes the group with one `write_at`
-//! and queues it for its answers. Then it lets the next committer lead and calls `sync_data` for its own group on
-//! its own thread; when that returns, the queued groups whose own syncs have returned are
-//! published to readers and subscribers and their requests answered, strictly in write
-//! order (the [`Finisher`]).
+//! and queues it for its answers, lets the next committer lead, and calls `sync_data` for
+//! its own group on its own thread; when that returns, the queued groups whose own syncs
+//! have returned are published to readers and subscribers and their requests answered,
+//! strictly in write order (the [`Finisher`]).
 //!
 //! So the next group is built while earlier ones sync, consecutive syncs overlap, and a
 //! group's sync starts as soon as its bytes are written: no hand-off to another thread sits
@@ -198,9 +198,9 @@ struct Writer {
     finisher: Arc<Mutex<Finisher>>,
     /// Groups handed to the finisher so far (the last one's number in write order).
     handed: u64,
-    /// How many requests the previous group held, and how long building it took.
+    /// How many requests and records the previous group held, and how long planning,
+    /// encoding and writing it took (without the waits for its requests).
     previous_requests: usize,
-    /// Records in the previous group.
     previous_events: usize,
     previous_build: Duration,
     /// Moving average of the groups' sizes, in bytes (see [`Writer::zero_ahead`]).
@@ -334,7 +334,8 @@ impl Writer {
         Some(self.finish(group))
     }
 
-    /// Starts a group; fails if the engine is poisoned.
+    /// Starts a group; fails if the engine is poisoned (also while it waits for the groups
+    /// in flight before starting its caches over).
     fn begin(&mut self) -> Result<Building, StorageError> {
         if let Some(poisoned) = self.shared.poisoned() {
             return Err(poisoned);
