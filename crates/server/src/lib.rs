@@ -154,12 +154,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (listener, connections) = prompt::PromptListener::new(self.listener);
         let state = AppState {
             store: self.store,
             config: Arc::new(self.config.clone()),
             metrics: Arc::new(Metrics::new(self.stats)),
             shutdown: stop_rx,
             instance_id: uuid::Uuid::new_v4(),
+            in_use: listener.in_use(),
         };
         let app = router(state, self.local_addr);
         let (stopping_tx, stopping_rx) = oneshot::channel::<()>();
@@ -170,7 +172,6 @@ impl Server {
             let _ = stopping_tx.send(());
         };
         tracing::info!(addr = %self.local_addr, "serving gRPC (KurrentDB protocol) and HTTP");
-        let (listener, connections) = prompt::PromptListener::new(self.listener);
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .into_future();

@@ -9,8 +9,8 @@
 //! is not enough). Its own small frames go out at once too (`TCP_NODELAY`).
 //!
 //! The listener also lets the server close the connections it accepted, which the HTTP
-//! stack would otherwise keep serving after the server stopped, and tells when all of them
-//! are gone (see [`Connections`]).
+//! stack would otherwise keep serving after the server stopped, and tells when they and
+//! everything serving them are gone (see [`Connections`]).
 
 use std::future::Future;
 use std::io;
@@ -27,39 +27,54 @@ use tokio::sync::{mpsc, watch};
 pub(crate) struct PromptListener {
     listener: TcpListener,
     closing: watch::Receiver<bool>,
-    open: mpsc::Sender<()>,
+    in_use: InUse,
+}
+
+/// Held by the listener, each of its connections and whatever serves them (the handlers'
+/// shared state, so also the tasks a call spawns): [`Connections::close_all`] waits until
+/// every one is dropped.
+#[derive(Clone)]
+pub(crate) struct InUse {
+    _held: mpsc::Sender<()>,
 }
 
 /// The server's hold on the connections its [`PromptListener`] accepted.
 pub(crate) struct Connections {
     closing: watch::Sender<bool>,
-    /// Yields `None` once the listener and every connection are gone.
-    open: mpsc::Receiver<()>,
+    /// Yields `None` once every [`InUse`] is gone.
+    in_use: mpsc::Receiver<()>,
 }
 
 impl PromptListener {
     pub(crate) fn new(listener: TcpListener) -> (Self, Connections) {
         let (closing_tx, closing) = watch::channel(false);
-        let (open_tx, open) = mpsc::channel(1);
+        let (held, in_use) = mpsc::channel(1);
         let listener = Self {
             listener,
             closing,
-            open: open_tx,
+            in_use: InUse { _held: held },
         };
         let connections = Connections {
             closing: closing_tx,
-            open,
+            in_use,
         };
         (listener, connections)
+    }
+
+    /// For what serves the connections to hold.
+    pub(crate) fn in_use(&self) -> InUse {
+        self.in_use.clone()
     }
 }
 
 impl Connections {
     /// Closes every connection still open (their next read or write fails) and waits up to
-    /// `bound` until they and the listener are dropped; false if some were still there.
+    /// `bound` until every [`InUse`] is dropped; false if some were still held.
     pub(crate) async fn close_all(mut self, bound: Duration) -> bool {
         let _ = self.closing.send(true);
-        tokio::time::timeout(bound, self.open.recv()).await.is_ok()
+        tokio::time::timeout(bound, self.in_use.recv())
+            .await
+            .is_ok()
     }
 }
 
@@ -79,7 +94,7 @@ impl Listener for PromptListener {
                 // Also when the server is gone without saying so.
                 let _ = closing.wait_for(|closing| *closing).await;
             })),
-            _open: self.open.clone(),
+            _in_use: self.in_use(),
         };
         (stream, addr)
     }
@@ -95,8 +110,7 @@ pub(crate) struct PromptStream {
     stream: TcpStream,
     /// Completes when the server closes its connections; `None` once it has.
     closing: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// Held while the connection is: [`Connections::close_all`] waits for every one.
-    _open: mpsc::Sender<()>,
+    _in_use: InUse,
 }
 
 impl PromptStream {

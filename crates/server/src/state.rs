@@ -30,6 +30,9 @@ pub(crate) struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// This node's id, reported by Gossip.
     pub(crate) instance_id: uuid::Uuid,
+    /// Lets the stopping server wait until no handler, task or response stream holds the
+    /// store any more: whatever takes the store beyond a handler takes this too.
+    pub(crate) in_use: crate::prompt::InUse,
 }
 
 impl std::fmt::Debug for AppState {
@@ -142,7 +145,7 @@ impl AppState {
             limit: count.min(batch),
         };
         let events = self.store.read_stream(&stream, first).await?;
-        let store = Arc::clone(&self.store);
+        let (store, in_use) = (Arc::clone(&self.store), self.in_use.clone());
         struct Cursor {
             page: std::vec::IntoIter<ResolvedEvent>,
             next: Option<u64>,
@@ -156,6 +159,7 @@ impl AppState {
             remaining,
         };
         let pages = stream::unfold(cursor, move |mut cursor| {
+            let _held = &in_use;
             let store = Arc::clone(&store);
             let stream = stream.clone();
             async move {
@@ -196,7 +200,7 @@ impl AppState {
         filter: Option<Filter>,
     ) -> BoxStream<'static, Result<ResolvedEvent, ReadError>> {
         let batch = self.config.read_batch.max(1);
-        let store = Arc::clone(&self.store);
+        let (store, in_use) = (Arc::clone(&self.store), self.in_use.clone());
         struct Cursor {
             page: std::vec::IntoIter<ResolvedEvent>,
             from: Option<AllFrom>,
@@ -208,6 +212,7 @@ impl AppState {
             remaining: count,
         };
         stream::unfold(cursor, move |mut cursor| {
+            let _held = &in_use;
             let store = Arc::clone(&store);
             let filter = filter.clone();
             async move {
@@ -250,7 +255,10 @@ impl AppState {
         from: SubscribeFrom<u64>,
     ) -> BoxStream<'static, Result<SubscriptionMessage, ReadError>> {
         let mut shutdown = self.shutdown.clone();
+        let in_use = self.in_use.clone();
         let stop = async move {
+            // Held until the subscription ends.
+            let _held = in_use;
             // Ends when shutdown becomes true or the sender is gone.
             let _ = shutdown.wait_for(|down| *down).await;
         };
