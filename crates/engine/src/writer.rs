@@ -375,7 +375,7 @@ impl Writer {
         let planning = Instant::now();
         group.queued += planning.saturating_duration_since(request.queued);
         group.planned_after_start += planning.saturating_duration_since(group.started);
-        group.bytes += request_size(&request.write).0;
+        group.bytes += request_bytes(&request.write);
         let planned = {
             let mut view = GroupView {
                 shared: &self.shared,
@@ -652,8 +652,7 @@ impl Writer {
     /// Starts a new segment whose first record will be at `base`. The current one is cut to
     /// its last record first, so that a sealed segment ends where its log does.
     fn roll(&mut self, base: u64) -> Result<(), StorageError> {
-        let (current, offset) = (Arc::clone(&self.segment), self.offset);
-        let shared = Arc::clone(&self.shared);
+        let (current, offset, shared) = (&self.segment, self.offset, &self.shared);
         let seal_and_create = |file_len: u64| {
             if file_len > offset {
                 let device = &current.device;
@@ -872,20 +871,15 @@ fn fail(replies: impl IntoIterator<Item = Reply>, e: &StorageError) {
     }
 }
 
-/// A request's encoded size, roughly, and how many events it writes (at most; a re-send
-/// writes none).
-fn request_size(request: &WriteRequest) -> (usize, usize) {
+/// A request's encoded size, roughly.
+fn request_bytes(request: &WriteRequest) -> usize {
     match request {
-        WriteRequest::Append(writes) => {
-            let events = writes.iter().flat_map(|w| &w.events);
-            let bytes = events
-                .clone()
-                .map(|e| e.payload_len() + record::FRAME_LEN + record::BODY_HEADER_LEN)
-                .sum();
-            // A re-created soft-deleted stream also writes its metadata.
-            (bytes, events.count() + writes.len())
-        }
-        _ => (256, 1),
+        WriteRequest::Append(writes) => writes
+            .iter()
+            .flat_map(|w| &w.events)
+            .map(|e| e.payload_len() + record::FRAME_LEN + record::BODY_HEADER_LEN)
+            .sum(),
+        _ => 256,
     }
 }
 

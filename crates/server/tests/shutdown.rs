@@ -6,36 +6,22 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use annals_server::{Server, ServerConfig};
+use annals_server::ServerConfig;
 use kurrentdb::{BatchAppendOptions, EventData, StreamState};
 use tokio::io::AsyncReadExt;
-use tokio::sync::oneshot;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_open_after_the_grace_period_are_closed_and_release_the_store() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let engine = annals_engine::Engine::open(dir.path(), annals_engine::Config::default())
-        .expect("engine opens");
-    let store: Arc<dyn annals_core::EventStore> = Arc::new(engine);
-    let config = ServerConfig {
+    let server = common::start_with(ServerConfig {
         shutdown_grace: Duration::from_millis(300),
         ..common::config()
-    };
-    let server = Server::bind(config, Arc::clone(&store))
-        .await
-        .expect("server binds");
-    let addr = server.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
+    })
+    .await;
+    let (addr, store) = (server.addr, Arc::clone(&server.store));
 
     // A client that keeps a BatchAppend call open (the official client closes it only
     // when the server does), and a raw connection that never says anything.
-    let client: kurrentdb::Client = format!("kurrentdb://{addr}?tls=false")
-        .parse()
-        .map(|settings| kurrentdb::Client::new(settings).expect("client"))
-        .expect("connection string");
+    let client = server.client();
     let batch = client
         .batch_append(&BatchAppendOptions::default())
         .await
@@ -50,11 +36,8 @@ async fn connections_open_after_the_grace_period_are_closed_and_release_the_stor
         .expect("connects");
 
     let stopping = Instant::now();
-    stop.send(()).expect("server running");
-    let result = tokio::time::timeout(Duration::from_secs(10), serving)
-        .await
-        .expect("the server stops within the grace period and a bound after it");
-    result.expect("server task").expect("server stops cleanly");
+    // Waits (up to 10 s) for `run` to return without error.
+    server.stop().await;
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
         "stopping took {:?}",
