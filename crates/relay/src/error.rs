@@ -117,6 +117,21 @@ pub enum SourceError {
         /// The relay's recorded acknowledged LSN.
         acked_lsn: String,
     },
+    /// The slot could not be dropped: a replication connection (another relay, or a client
+    /// started by hand) still held it after the wait.
+    #[error(
+        "replication slot {slot} is still in use by PID {} after waiting {waited_ms} ms; \
+         stop the relay or client attached to it (pg_stat_replication shows it) and retry",
+        pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+    )]
+    SlotInUse {
+        /// Slot name.
+        slot: String,
+        /// `active_pid` of the slot when the wait ended (gone by then if `None`).
+        pid: Option<i32>,
+        /// How long the drop waited.
+        waited_ms: u64,
+    },
     /// PostgreSQL is not configured for logical decoding.
     #[error("wal_level is {0:?}, logical replication needs `logical` (run `annals relay setup`)")]
     WalLevel(String),

@@ -159,20 +159,46 @@ async fn polling_to_rabbitmq_keeps_order_with_two_instances() {
     order_test("poll_amqp", SourceMode::Polling, SinkKind::RabbitMq, 2).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_or_recreated_slot_is_detected_and_reported() {
-    let test = "slot_loss";
-    let Some(pool) = testing::pg_logical(test).await else {
-        return;
-    };
+/// A WAL-mode relay to NATS, set up on a fresh slot: `None` (skip) without the services.
+struct WalNats {
+    pool: sqlx::PgPool,
+    nats: async_nats::Client,
+    names: Names,
+    cfg: RelayConfig,
+}
+
+async fn wal_nats(test: &str) -> Option<WalNats> {
+    let pool = testing::pg_logical(test).await?;
+    // Slots left by an earlier, crashed run of this same test.
     testing::drop_stale_slots(&pool, &format!("{test}_")).await;
-    let Some(_nats) = testing::nats(test, &testing::nats_url()).await else {
-        return;
-    };
+    let nats = testing::nats(test, &testing::nats_url()).await?;
     let names = Names::new(test);
     let cfg = config(&names, SourceMode::Wal, SinkKind::Nats);
+    Relay::new(cfg.clone())
+        .expect("cfg")
+        .setup(&pool)
+        .await
+        .expect("setup");
+    Some(WalNats {
+        pool,
+        nats,
+        names,
+        cfg,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_or_recreated_slot_is_detected_and_reported() {
+    let Some(WalNats {
+        pool,
+        nats,
+        names,
+        cfg,
+    }) = wal_nats("slot_loss").await
+    else {
+        return;
+    };
     let relay = Relay::new(cfg.clone()).expect("cfg");
-    relay.setup(&pool).await.expect("setup");
 
     // Lost: the slot is dropped behind the relay's back.
     sqlx::query("SELECT pg_drop_replication_slot($1)")
@@ -219,27 +245,21 @@ async fn lost_or_recreated_slot_is_detected_and_reported() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!r.handle.is_finished(), "relay runs on the recreated slot");
     r.stop().await;
-    delete_stream(&_nats, &names.stream).await;
+    delete_stream(&nats, &names.stream).await;
     cleanup_pg(&pool, &cfg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_outbox_does_not_pin_wal() {
-    let test = "idle_slot";
-    let Some(pool) = testing::pg_logical(test).await else {
+    let Some(WalNats {
+        pool,
+        nats,
+        names,
+        cfg,
+    }) = wal_nats("idle_slot").await
+    else {
         return;
     };
-    testing::drop_stale_slots(&pool, &format!("{test}_")).await;
-    let Some(nats) = testing::nats(test, &testing::nats_url()).await else {
-        return;
-    };
-    let names = Names::new(test);
-    let cfg = config(&names, SourceMode::Wal, SinkKind::Nats);
-    Relay::new(cfg.clone())
-        .expect("cfg")
-        .setup(&pool)
-        .await
-        .expect("setup");
     let r = start(&cfg);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // WAL written by other tables only; the outbox stays empty.
@@ -282,6 +302,85 @@ async fn idle_outbox_does_not_pin_wal() {
     assert!(
         advanced,
         "the slot's confirmed position must pass {target} while the outbox is idle"
+    );
+    delete_stream(&nats, &names.stream).await;
+    cleanup_pg(&pool, &cfg).await;
+}
+
+/// `active_pid` of the test's slot, polled until a walsender holds it (or 10 s pass).
+async fn wait_slot_held(pool: &sqlx::PgPool, slot: &str) -> Option<i32> {
+    for _ in 0..100 {
+        let pid: Option<i32> =
+            sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(slot)
+                .fetch_optional(pool)
+                .await
+                .expect("slot")
+                .flatten();
+        if pid.is_some() {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Whether the slot and the relay's bookkeeping row for it exist.
+async fn slot_and_row(pool: &sqlx::PgPool, cfg: &RelayConfig) -> (bool, bool) {
+    use annals_relay::source::wal::slot;
+    let info = slot::slot_info(pool, &cfg.source.wal.slot)
+        .await
+        .expect("info");
+    let record = slot::slot_record(pool, cfg).await.expect("record");
+    (info.is_some(), record.is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_held_slot_waits_for_release_and_names_the_holder() {
+    use annals_relay::source::wal::slot;
+    let Some(WalNats {
+        pool,
+        nats,
+        names,
+        cfg,
+    }) = wal_nats("held_slot").await
+    else {
+        return;
+    };
+    let r = start(&cfg);
+    let holder = wait_slot_held(&pool, &names.slot).await;
+    assert!(holder.is_some(), "the relay attaches to its slot");
+
+    // Held for longer than the wait: a typed error naming the walsender, nothing dropped.
+    let err = slot::drop_slot_within(&pool, &cfg, Duration::from_millis(300))
+        .await
+        .expect_err("the slot is held");
+    match &err {
+        RelayError::Source(SourceError::SlotInUse { slot, pid, .. }) => {
+            assert_eq!(slot, &names.slot);
+            assert_eq!(*pid, holder, "{err}");
+        }
+        other => panic!("expected SlotInUse, got {other}"),
+    }
+    assert_eq!(
+        slot_and_row(&pool, &cfg).await,
+        (true, true),
+        "nothing dropped"
+    );
+
+    // Released while the drop waits: the relay stops 300 ms into it, and the drop succeeds.
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        r.stop().await;
+    });
+    slot::drop_slot(&pool, &cfg)
+        .await
+        .expect("dropped once released");
+    stopper.await.expect("relay stopped");
+    assert_eq!(
+        slot_and_row(&pool, &cfg).await,
+        (false, false),
+        "both dropped"
     );
     delete_stream(&nats, &names.stream).await;
     cleanup_pg(&pool, &cfg).await;

@@ -261,19 +261,9 @@ pub async fn cleanup_amqp(conn: &lapin::Connection, exchange: &str, queue: &str)
 
 /// Drops the slot, publication and schema of a test.
 pub async fn cleanup_pg(pool: &PgPool, cfg: &RelayConfig) {
-    // The walsender of a just-stopped relay may take a moment to release the slot.
-    for _ in 0..50 {
-        let r = sqlx::query(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-        )
-        .bind(&cfg.source.wal.slot)
-        .execute(pool)
-        .await;
-        if r.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    annals_relay::source::wal::slot::drop_slot(pool, cfg)
+        .await
+        .expect("drop the test's slot");
     let _ = sqlx::query(sqlx::AssertSqlSafe(&*format!(
         "DROP PUBLICATION IF EXISTS \"{}\"",
         cfg.source.wal.publication

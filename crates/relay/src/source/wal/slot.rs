@@ -6,6 +6,8 @@
 //! `confirmed_flush_lsn <= acked_lsn` always holds. A slot whose confirmed position is ahead
 //! was created or advanced by someone else; a missing slot with a bookkeeping row was lost.
 
+use std::time::{Duration, Instant};
+
 use sqlx::{PgPool, Row};
 use tracing::{info, warn};
 
@@ -279,26 +281,70 @@ pub async fn recreate(pool: &PgPool, cfg: &RelayConfig) -> Result<Option<SlotRec
     check_wal_level(pool).await?;
     ensure_publication(pool, cfg).await?;
     let old = slot_record(pool, cfg).await?;
-    drop_slot_only(pool, &cfg.source.wal.slot).await?;
+    drop_slot_only(pool, &cfg.source.wal.slot, SLOT_RELEASE_WAIT).await?;
     create_slot(pool, cfg).await?;
     metrics::gauge!(crate::metrics::SLOT_LOST).set(0.0);
     Ok(old)
 }
 
-async fn drop_slot_only(pool: &PgPool, slot: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-         WHERE slot_name = $1",
-    )
-    .bind(slot)
-    .execute(pool)
-    .await?;
-    Ok(())
+/// How long a drop waits for a walsender to let go of the slot: one that has just stopped
+/// takes a moment to exit after its connection closes.
+pub const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Drops the slot if present. While a walsender holds it (SQLSTATE 55006), retries for up to
+/// `wait`, then fails with [`SourceError::SlotInUse`] naming the holder.
+async fn drop_slot_only(pool: &PgPool, slot: &str, wait: Duration) -> Result<(), RelayError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let dropped = sqlx::query(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = $1",
+        )
+        .bind(slot)
+        .execute(pool)
+        .await;
+        match dropped {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55006") => {
+                if Instant::now() >= deadline {
+                    return Err(SourceError::SlotInUse {
+                        slot: slot.to_string(),
+                        pid: active_pid(pool, slot).await?,
+                        waited_ms: wait.as_millis() as u64,
+                    }
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
-/// Drops the slot and its bookkeeping row (decommissioning; frees the WAL it pinned).
+/// The PID of the process attached to the slot, if any.
+async fn active_pid(pool: &PgPool, slot: &str) -> Result<Option<i32>, sqlx::Error> {
+    let pid: Option<Option<i32>> =
+        sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(slot)
+            .fetch_optional(pool)
+            .await?;
+    Ok(pid.flatten())
+}
+
+/// Drops the slot and its bookkeeping row (decommissioning; frees the WAL it pinned). Waits
+/// up to [`SLOT_RELEASE_WAIT`] for a just-stopped relay's walsender to release the slot.
 pub async fn drop_slot(pool: &PgPool, cfg: &RelayConfig) -> Result<(), RelayError> {
-    drop_slot_only(pool, &cfg.source.wal.slot).await?;
+    drop_slot_within(pool, cfg, SLOT_RELEASE_WAIT).await
+}
+
+/// [`drop_slot`], waiting up to `wait` for the slot to be released. The slot and its row stay
+/// as they were when it is still in use after that.
+pub async fn drop_slot_within(
+    pool: &PgPool,
+    cfg: &RelayConfig,
+    wait: Duration,
+) -> Result<(), RelayError> {
+    drop_slot_only(pool, &cfg.source.wal.slot, wait).await?;
     let sql = format!("DELETE FROM {} WHERE slot_name = $1", state_table(cfg));
     // The bookkeeping table may not exist if setup never ran.
     if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(&*sql))
