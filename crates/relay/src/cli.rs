@@ -146,7 +146,7 @@ pub async fn run(cmd: RelayCommand) -> anyhow::Result<()> {
                             cfg.source.wal.slot,
                             slot::fmt_lsn(i.confirmed),
                             i.wal_status,
-                            i.active,
+                            i.active_pid.is_some(),
                             i.lag_bytes
                         ),
                     }

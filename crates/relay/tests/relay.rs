@@ -310,15 +310,11 @@ async fn idle_outbox_does_not_pin_wal() {
 /// `active_pid` of the test's slot, polled until a walsender holds it (or 10 s pass).
 async fn wait_slot_held(pool: &sqlx::PgPool, slot: &str) -> Option<i32> {
     for _ in 0..100 {
-        let pid: Option<i32> =
-            sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
-                .bind(slot)
-                .fetch_optional(pool)
-                .await
-                .expect("slot")
-                .flatten();
-        if pid.is_some() {
-            return pid;
+        let info = annals_relay::source::wal::slot::slot_info(pool, slot)
+            .await
+            .expect("slot");
+        if let Some(pid) = info.and_then(|i| i.active_pid) {
+            return Some(pid);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -38,8 +38,8 @@ pub struct SlotInfo {
     pub wal_status: String,
     /// WAL bytes retained behind the server's current position.
     pub lag_bytes: i64,
-    /// Whether a walsender is attached.
-    pub active: bool,
+    /// `active_pid`: the walsender attached to the slot, if any.
+    pub active_pid: Option<i32>,
 }
 
 /// The relay's bookkeeping row.
@@ -61,7 +61,7 @@ fn state_table(cfg: &RelayConfig) -> String {
 pub async fn slot_info(pool: &PgPool, slot: &str) -> Result<Option<SlotInfo>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT plugin, database, confirmed_flush_lsn::text AS confirmed, \
-                coalesce(wal_status, '') AS wal_status, active, \
+                coalesce(wal_status, '') AS wal_status, active_pid, \
                 coalesce(pg_current_wal_lsn() - confirmed_flush_lsn, 0)::bigint AS lag \
          FROM pg_replication_slots WHERE slot_name = $1",
     )
@@ -80,7 +80,7 @@ pub async fn slot_info(pool: &PgPool, slot: &str) -> Result<Option<SlotInfo>, sq
         confirmed: confirmed.as_deref().and_then(parse_lsn).unwrap_or(0),
         wal_status: row.try_get("wal_status")?,
         lag_bytes: row.try_get("lag")?,
-        active: row.try_get("active")?,
+        active_pid: row.try_get("active_pid")?,
     }))
 }
 
@@ -309,7 +309,7 @@ async fn drop_slot_only(pool: &PgPool, slot: &str, wait: Duration) -> Result<(),
                 if Instant::now() >= deadline {
                     return Err(SourceError::SlotInUse {
                         slot: slot.to_string(),
-                        pid: active_pid(pool, slot).await?,
+                        pid: slot_info(pool, slot).await?.and_then(|i| i.active_pid),
                         waited_ms: wait.as_millis() as u64,
                     }
                     .into());
@@ -319,16 +319,6 @@ async fn drop_slot_only(pool: &PgPool, slot: &str, wait: Duration) -> Result<(),
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// The PID of the process attached to the slot, if any.
-async fn active_pid(pool: &PgPool, slot: &str) -> Result<Option<i32>, sqlx::Error> {
-    let pid: Option<Option<i32>> =
-        sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(slot)
-            .fetch_optional(pool)
-            .await?;
-    Ok(pid.flatten())
 }
 
 /// Drops the slot and its bookkeeping row (decommissioning; frees the WAL it pinned). Waits
