@@ -3,14 +3,16 @@
 //! 1. claim up to `batch_size` unpublished rows in `seq` order with `FOR UPDATE SKIP LOCKED`,
 //!    taking a transaction-scoped advisory lock per aggregate key (`pg_try_advisory_xact_lock`)
 //!    so that no two relay instances hold rows of one key at the same time;
-//! 2. drop from the batch every key whose oldest unpublished row is not in the batch (another
-//!    instance skipped ahead while it held that key): those rows wait for a later pass, so
-//!    one key is never published out of order;
+//! 2. cut each key's rows at the key's first unpublished row that is not in the batch: those
+//!    rows wait for a later pass, so one key is never published out of order. A key's rows
+//!    can be missing at the start (another instance still held the key) or in the middle:
+//!    the claim evaluates its filter in the heap's physical order, where a later insert can
+//!    sit on an earlier page, so the key's lock can come free half-way through the scan;
 //! 3. publish the batch pipelined, wait for every broker ack, then set `published_at` and
 //!    commit. A crash before the commit rolls back: the rows are published again (the
 //!    message id lets the broker and the inbox drop the duplicate).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -43,10 +45,11 @@ pub async fn run(
            AND pg_try_advisory_xact_lock($1, hashtext(o.aggregate_type || '/' || o.aggregate_id)) \
          ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
-    let heads_sql = format!(
-        "SELECT k.t, k.i, (SELECT min(seq) FROM {t} x WHERE x.published_at IS NULL \
-                 AND x.aggregate_type = k.t AND x.aggregate_id = k.i) AS head \
-         FROM unnest($1::text[], $2::text[]) AS k(t, i)"
+    let pending_sql = format!(
+        "SELECT k.t, k.i, ARRAY(SELECT x.seq FROM {t} x WHERE x.published_at IS NULL \
+                 AND x.aggregate_type = k.t AND x.aggregate_id = k.i AND x.seq <= k.last \
+                 ORDER BY x.seq) \
+         FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(t, i, last)"
     );
     let mark_sql = format!("UPDATE {t} SET published_at = clock_timestamp() WHERE seq = ANY($1)");
     let backlog_sql = format!("SELECT count(*) FROM {t} WHERE published_at IS NULL");
@@ -73,7 +76,7 @@ pub async fn run(
         for row in &rows {
             batch.push(record_from_row(row)?);
         }
-        let batch = keep_key_heads(&mut tx, &heads_sql, batch).await?;
+        let batch = keep_gapless_prefixes(&mut tx, &pending_sql, batch).await?;
         if !batch.is_empty() {
             let started = Instant::now();
             publish_all(sink, &batch).await?;
@@ -100,44 +103,83 @@ pub async fn run(
     }
 }
 
-/// Removes the rows of every key whose oldest unpublished row is not part of `batch`.
-async fn keep_key_heads(
+/// Keeps, of each key's rows in `batch` (in `seq` order), those before the key's first
+/// unpublished row that is not in the batch. The advisory lock held since the claim keeps
+/// other instances off these keys, so the answer stays true until the commit.
+async fn keep_gapless_prefixes(
     tx: &mut sqlx::PgConnection,
-    heads_sql: &str,
+    pending_sql: &str,
     batch: Vec<OutboxRecord>,
 ) -> Result<Vec<OutboxRecord>, sqlx::Error> {
     if batch.is_empty() {
         return Ok(batch);
     }
-    let mut first: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut ours: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
     for r in &batch {
-        first
-            .entry((r.aggregate_type.as_str(), r.aggregate_id.as_str()))
-            .or_insert(r.seq);
+        ours.entry((r.aggregate_type.as_str(), r.aggregate_id.as_str()))
+            .or_default()
+            .push(r.seq);
     }
-    let (types, ids): (Vec<&str>, Vec<&str>) = first.keys().copied().unzip();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(heads_sql))
+    let mut types = Vec::with_capacity(ours.len());
+    let mut ids = Vec::with_capacity(ours.len());
+    let mut lasts = Vec::with_capacity(ours.len());
+    for ((t, i), seqs) in &ours {
+        types.push(*t);
+        ids.push(*i);
+        lasts.push(seqs.last().copied().unwrap_or(i64::MIN));
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(pending_sql))
         .bind(&types)
         .bind(&ids)
+        .bind(&lasts)
         .fetch_all(&mut *tx)
         .await?;
-    let mut blocked: HashSet<(String, String)> = HashSet::new();
+    let mut cuts: HashMap<(String, String), i64> = HashMap::new();
     for row in rows {
         let t: String = row.try_get(0)?;
         let i: String = row.try_get(1)?;
-        let head: Option<i64> = row.try_get(2)?;
-        let ours = first.get(&(t.as_str(), i.as_str())).copied();
-        if let (Some(head), Some(ours)) = (head, ours)
-            && head < ours
-        {
-            blocked.insert((t, i));
+        let pending: Vec<i64> = row.try_get(2)?;
+        let claimed = ours
+            .get(&(t.as_str(), i.as_str()))
+            .map_or(&[][..], Vec::as_slice);
+        if let Some(cut) = first_missing(&pending, claimed) {
+            cuts.insert((t, i), cut);
         }
     }
-    if blocked.is_empty() {
+    if cuts.is_empty() {
         return Ok(batch);
     }
     Ok(batch
         .into_iter()
-        .filter(|r| !blocked.contains(&(r.aggregate_type.clone(), r.aggregate_id.clone())))
+        .filter(|r| {
+            cuts.get(&(r.aggregate_type.clone(), r.aggregate_id.clone()))
+                .is_none_or(|cut| r.seq < *cut)
+        })
         .collect())
+}
+
+/// The first of `pending` (ascending) that is not in `claimed` (ascending).
+fn first_missing(pending: &[i64], claimed: &[i64]) -> Option<i64> {
+    let mut claimed = claimed.iter().peekable();
+    for &seq in pending {
+        while claimed.next_if(|c| **c < seq).is_some() {}
+        if claimed.next_if_eq(&&seq).is_none() {
+            return Some(seq);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_missing;
+
+    #[test]
+    fn first_missing_finds_a_gap_at_the_start_in_the_middle_or_none() {
+        assert_eq!(first_missing(&[3, 5, 7], &[3, 5, 7]), None);
+        assert_eq!(first_missing(&[1, 3, 5], &[3, 5]), Some(1));
+        assert_eq!(first_missing(&[3, 4, 5, 6], &[3, 5, 6]), Some(4));
+        assert_eq!(first_missing(&[3, 5], &[3, 5, 9]), None);
+        assert_eq!(first_missing(&[], &[2]), None);
+    }
 }
