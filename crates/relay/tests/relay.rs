@@ -160,16 +160,16 @@ async fn polling_to_nats_keeps_order_with_two_instances() {
 /// gap in the middle of the key's rows: the rows after it must wait, not go out first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_waits_for_a_row_missing_from_the_middle_of_a_key() {
-    let test = "poll_gap";
-    let Some(pool) = testing::pg(test).await else {
+    let Some(NatsRelay {
+        pool,
+        nats,
+        names,
+        cfg,
+        outbox,
+    }) = nats_relay("poll_gap", SourceMode::Polling).await
+    else {
         return;
     };
-    let names = Names::new(test);
-    let cfg = config(&names, SourceMode::Polling, SinkKind::Nats);
-    let Some(nats) = testing::nats(test, &cfg.sink.nats.url).await else {
-        return;
-    };
-    let outbox = set_up_outbox(&pool, &cfg).await;
     let written = write_rows(&pool, &outbox, 1, 3, &[3]).await;
     let t = outbox.qualified();
     let seqs: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -229,6 +229,45 @@ async fn polling_waits_for_a_row_missing_from_the_middle_of_a_key() {
     cleanup_pg(&pool, &cfg).await;
 }
 
+/// A backlog of more keys than PostgreSQL's lock table holds, on statistics taken while the
+/// table was empty (so the planner sorts the whole backlog): a pass must not try a key lock
+/// per row of the backlog ("out of shared memory").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_claims_a_backlog_of_many_keys() {
+    let Some(NatsRelay {
+        pool,
+        nats,
+        names,
+        cfg,
+        outbox,
+    }) = nats_relay("poll_keys", SourceMode::Polling).await
+    else {
+        return;
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ANALYZE {}",
+        outbox.qualified()
+    )))
+    .execute(&pool)
+    .await
+    .expect("analyze the empty table");
+    let keys = 20_000;
+    let written = write_rows(&pool, &outbox, keys, keys, &[keys]).await;
+    let relay = start(&cfg);
+    let delivered = collect_nats(&nats, &names.stream, keys, Duration::from_secs(30)).await;
+    relay.stop().await;
+    let c = check(&written, &delivered);
+    assert_eq!(
+        c,
+        Counts {
+            delivered: keys,
+            ..Counts::default()
+        }
+    );
+    delete_stream(&nats, &names.stream).await;
+    cleanup_pg(&pool, &cfg).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_to_rabbitmq_keeps_order() {
     order_test("wal_amqp", SourceMode::Wal, SinkKind::RabbitMq, 1).await;
@@ -239,42 +278,47 @@ async fn polling_to_rabbitmq_keeps_order_with_two_instances() {
     order_test("poll_amqp", SourceMode::Polling, SinkKind::RabbitMq, 2).await;
 }
 
-/// A WAL-mode relay to NATS, set up on a fresh slot: `None` (skip) without the services.
-struct WalNats {
+/// A relay to NATS in `mode` with its outbox set up (WAL: on a fresh slot): `None` (skip)
+/// without the services.
+struct NatsRelay {
     pool: sqlx::PgPool,
     nats: async_nats::Client,
     names: Names,
     cfg: RelayConfig,
+    outbox: annals_relay::outbox::Outbox,
 }
 
-async fn wal_nats(test: &str) -> Option<WalNats> {
-    let pool = testing::pg_logical(test).await?;
-    // Slots left by an earlier, crashed run of this same test.
-    testing::drop_stale_slots(&pool, &format!("{test}_")).await;
+async fn nats_relay(test: &str, mode: SourceMode) -> Option<NatsRelay> {
+    let pool = if mode == SourceMode::Wal {
+        let pool = testing::pg_logical(test).await?;
+        // Slots left by an earlier, crashed run of this same test.
+        testing::drop_stale_slots(&pool, &format!("{test}_")).await;
+        pool
+    } else {
+        testing::pg(test).await?
+    };
     let nats = testing::nats(test, &testing::nats_url()).await?;
     let names = Names::new(test);
-    let cfg = config(&names, SourceMode::Wal, SinkKind::Nats);
-    Relay::new(cfg.clone())
-        .expect("cfg")
-        .setup(&pool)
-        .await
-        .expect("setup");
-    Some(WalNats {
+    let cfg = config(&names, mode, SinkKind::Nats);
+    let outbox = set_up_outbox(&pool, &cfg).await;
+    Some(NatsRelay {
         pool,
         nats,
         names,
         cfg,
+        outbox,
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_or_recreated_slot_is_detected_and_reported() {
-    let Some(WalNats {
+    let Some(NatsRelay {
         pool,
         nats,
         names,
         cfg,
-    }) = wal_nats("slot_loss").await
+        ..
+    }) = nats_relay("slot_loss", SourceMode::Wal).await
     else {
         return;
     };
@@ -331,12 +375,13 @@ async fn lost_or_recreated_slot_is_detected_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_outbox_does_not_pin_wal() {
-    let Some(WalNats {
+    let Some(NatsRelay {
         pool,
         nats,
         names,
         cfg,
-    }) = wal_nats("idle_slot").await
+        ..
+    }) = nats_relay("idle_slot", SourceMode::Wal).await
     else {
         return;
     };
@@ -414,12 +459,13 @@ async fn slot_and_row(pool: &sqlx::PgPool, cfg: &RelayConfig) -> (bool, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_held_slot_waits_for_release_and_names_the_holder() {
     use annals_relay::source::wal::slot;
-    let Some(WalNats {
+    let Some(NatsRelay {
         pool,
         nats,
         names,
         cfg,
-    }) = wal_nats("held_slot").await
+        ..
+    }) = nats_relay("held_slot", SourceMode::Wal).await
     else {
         return;
     };

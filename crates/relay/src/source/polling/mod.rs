@@ -2,12 +2,14 @@
 //!
 //! 1. claim up to `batch_size` unpublished rows in `seq` order with `FOR UPDATE SKIP LOCKED`,
 //!    taking a transaction-scoped advisory lock per aggregate key (`pg_try_advisory_xact_lock`)
-//!    so that no two relay instances hold rows of one key at the same time;
+//!    so that no two relay instances hold rows of one key at the same time. The locks are
+//!    tried on the oldest `4 × batch_size` unpublished rows only, and stop once the batch is
+//!    full, so one pass holds at most `batch_size` of them whatever the backlog;
 //! 2. cut each key's rows at the key's first unpublished row that is not in the batch: those
 //!    rows wait for a later pass, so one key is never published out of order. A key's rows
-//!    can be missing at the start (another instance still held the key) or in the middle:
-//!    the claim evaluates its filter in the heap's physical order, where a later insert can
-//!    sit on an earlier page, so the key's lock can come free half-way through the scan;
+//!    can be missing at the start or in the middle: its lock can come free half-way through
+//!    the claim (another instance committed), and a row can be locked by some other
+//!    transaction;
 //! 3. publish the batch pipelined, wait for every broker ack, then set `published_at` and
 //!    commit. A crash before the commit rolls back: the rows are published again (the
 //!    message id lets the broker and the inbox drop the duplicate).
@@ -28,6 +30,9 @@ use crate::relay::AckObserver;
 use crate::sink::{Sink, publish_all};
 use crate::source::{COLUMNS, record_from_row};
 
+/// How many unpublished rows, in batches, a pass looks at for keys no other instance holds.
+const CANDIDATE_WINDOW: i64 = 4;
+
 /// Runs the polling publisher until `shutdown` or an error.
 pub async fn run(
     cfg: &RelayConfig,
@@ -39,10 +44,22 @@ pub async fn run(
     let outbox = cfg.outbox()?;
     let t = outbox.qualified();
     let p = &cfg.source.polling;
+    // The key locks are tried only on the first `window` unpublished rows, in `seq` order,
+    // and only until `batch_size` rows are held: a filter on the table itself would be
+    // evaluated on every unpublished row whenever the planner sorts (it does on stale
+    // statistics), taking a lock per key of the whole backlog and, with some thousands of
+    // keys, failing with "out of shared memory" (the lock table is shared and fixed). The
+    // held rows are then fetched by `seq` through the index (an `IN` join scans the table).
     let claim_sql = format!(
-        "SELECT {COLUMNS} FROM {t} o \
-         WHERE o.published_at IS NULL \
-           AND pg_try_advisory_xact_lock($1, hashtext(o.aggregate_type || '/' || o.aggregate_id)) \
+        "WITH candidates AS MATERIALIZED ( \
+           SELECT seq, aggregate_type, aggregate_id FROM {t} \
+           WHERE published_at IS NULL ORDER BY seq LIMIT $3), \
+         locked AS MATERIALIZED ( \
+           SELECT seq FROM candidates c \
+           WHERE pg_try_advisory_xact_lock($1, hashtext(c.aggregate_type || '/' || c.aggregate_id)) \
+           LIMIT $2) \
+         SELECT {COLUMNS} FROM {t} o \
+         WHERE o.seq = ANY(ARRAY(SELECT seq FROM locked)) AND o.published_at IS NULL \
          ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
     let pending_sql = format!(
@@ -69,6 +86,7 @@ pub async fn run(
         let rows = sqlx::query(sqlx::AssertSqlSafe(&*claim_sql))
             .bind(p.lock_namespace)
             .bind(i64::from(p.batch_size))
+            .bind(i64::from(p.batch_size) * CANDIDATE_WINDOW)
             .fetch_all(&mut *tx)
             .await?;
         let claimed = rows.len();
