@@ -64,6 +64,23 @@ pub enum SinkError {
         /// What failed.
         reason: String,
     },
+    /// The broker refuses this message for its size whatever the retry: the relay stops
+    /// rather than skip it (never skipped silently, like an undecodable row).
+    #[error(
+        "{sink}: message {id} (outbox seq {seq}) is too large for the broker: {reason}. \
+         Raise the broker's limit (NATS: `max_payload`), or move the payload out of the \
+         outbox row (see docs/relay.md, 'A message the broker refuses')"
+    )]
+    TooLarge {
+        /// Which sink.
+        sink: &'static str,
+        /// The envelope id of the message.
+        id: uuid::Uuid,
+        /// The outbox row's `seq`.
+        seq: i64,
+        /// The broker's limit and the message's size.
+        reason: String,
+    },
     /// The message could not be encoded into an envelope.
     #[error(transparent)]
     Envelope(#[from] crate::envelope::EnvelopeError),
@@ -190,7 +207,7 @@ impl RelayError {
                         | SourceError::Decode { .. }
                         | SourceError::WalLevel(_),
                 )
-                | RelayError::Sink(SinkError::Envelope(_))
+                | RelayError::Sink(SinkError::Envelope(_) | SinkError::TooLarge { .. })
         )
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use annals_relay::config::{HousekeepingMode, SinkKind, SourceMode};
-use annals_relay::error::{RelayError, SourceError};
+use annals_relay::error::{RelayError, SinkError, SourceError};
 use annals_relay::inbox::Inbox;
 use annals_relay::testing;
 use annals_relay::{Relay, RelayConfig};
@@ -264,6 +264,56 @@ async fn polling_claims_a_backlog_of_many_keys() {
             ..Counts::default()
         }
     );
+    delete_stream(&nats, &names.stream).await;
+    cleanup_pg(&pool, &cfg).await;
+}
+
+/// A row the broker will never accept (over NATS's `max_payload`) stops the relay with an
+/// error naming it; the row stays unpublished, not skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_stops_on_a_row_too_large_for_the_broker() {
+    let Some(NatsRelay {
+        pool,
+        nats,
+        names,
+        cfg,
+        outbox,
+    }) = nats_relay("poll_big", SourceMode::Polling).await
+    else {
+        return;
+    };
+    let blob = "x".repeat(nats.server_info().max_payload);
+    let big = annals_relay::outbox::NewMessage::json(
+        "item",
+        "k-big",
+        "Huge",
+        &serde_json::json!({ "blob": blob }),
+    )
+    .expect("json");
+    let mut tx = pool.begin().await.expect("begin");
+    outbox
+        .enqueue_all(&mut tx, std::slice::from_ref(&big))
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    let relay = Relay::new(cfg.clone()).expect("cfg");
+    let err = tokio::time::timeout(Duration::from_secs(30), relay.run(CancellationToken::new()))
+        .await
+        .expect("the relay stops by itself")
+        .expect_err("a fatal error");
+    assert!(err.is_fatal(), "{err}");
+    match &err {
+        RelayError::Sink(SinkError::TooLarge { id, .. }) => assert_eq!(*id, big.id),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let unpublished: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {} WHERE published_at IS NULL",
+        outbox.qualified()
+    )))
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(unpublished, 1, "the row stays for the operator");
     delete_stream(&nats, &names.stream).await;
     cleanup_pg(&pool, &cfg).await;
 }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
 
 use super::NatsConfig;
@@ -90,10 +91,18 @@ impl NatsSink {
             .js
             .send_publish(self.subject_for(r), publish)
             .await
-            .map_err(|e| SinkError::Publish {
-                sink: SINK,
-                id,
-                reason: e.to_string(),
+            .map_err(|e| match e.kind() {
+                PublishErrorKind::MaxPayloadExceeded => SinkError::TooLarge {
+                    sink: SINK,
+                    id,
+                    seq: r.seq,
+                    reason: e.to_string(),
+                },
+                _ => SinkError::Publish {
+                    sink: SINK,
+                    id,
+                    reason: e.to_string(),
+                },
             })?;
         Ok(Box::pin(async move {
             // A duplicate ack (`duplicate: true`) means the stream already holds this id:

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::{NatsConfig, NatsSink};
 use crate::envelope::{Envelope, OutboxRecord};
+use crate::error::{RelayError, SinkError};
 use crate::sink::{Sink, publish_all};
 use crate::testing;
 
@@ -27,12 +28,10 @@ fn rec(seq: i64, key: &str) -> OutboxRecord {
     }
 }
 
-#[tokio::test]
-async fn publishes_with_ack_and_dedups_by_message_id() {
+/// A client and a sink publishing to a fresh stream (named by the returned name).
+async fn stream_sink() -> Option<(async_nats::Client, String, Sink)> {
     let url = testing::nats_url();
-    let Some(client) = testing::nats("nats sink", &url).await else {
-        return;
-    };
+    let client = testing::nats("nats sink", &url).await?;
     let name = testing::unique("T").to_uppercase();
     let cfg = NatsConfig {
         url,
@@ -41,6 +40,14 @@ async fn publishes_with_ack_and_dedups_by_message_id() {
         ..Default::default()
     };
     let sink = Sink::Nats(NatsSink::connect(&cfg, 64, "test").await.expect("connect"));
+    Some((client, name, sink))
+}
+
+#[tokio::test]
+async fn publishes_with_ack_and_dedups_by_message_id() {
+    let Some((client, name, sink)) = stream_sink().await else {
+        return;
+    };
     let records: Vec<_> = (1..=3).map(|i| rec(i, "m-1")).collect();
     assert_eq!(publish_all(&sink, &records).await.expect("publish"), 3);
     // Publishing the same ids again is acknowledged but stored once.
@@ -64,6 +71,31 @@ async fn publishes_with_ack_and_dedups_by_message_id() {
         assert_eq!(env.subject, "m-1");
     }
     js.delete_stream(&name).await.expect("delete stream");
+}
+
+/// A message over the server's `max_payload` can never be accepted: a typed error that
+/// stops the relay, naming the row, instead of a retry forever.
+#[tokio::test]
+async fn a_message_over_max_payload_is_a_fatal_too_large_error() {
+    let Some((client, name, sink)) = stream_sink().await else {
+        return;
+    };
+    let limit = client.server_info().max_payload;
+    let mut big = rec(7, "m-2");
+    big.payload = Bytes::from(format!("{{\"blob\":\"{}\"}}", "x".repeat(limit)));
+    let err = publish_all(&sink, &[rec(6, "m-2"), big.clone()])
+        .await
+        .expect_err("over max_payload");
+    match &err {
+        SinkError::TooLarge { id, seq, .. } => assert_eq!((*id, *seq), (big.id, 7)),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(err.to_string().contains("max_payload"), "{err}");
+    assert!(RelayError::from(err).is_fatal());
+    async_nats::jetstream::new(client)
+        .delete_stream(&name)
+        .await
+        .expect("delete stream");
 }
 
 #[tokio::test]
