@@ -36,6 +36,20 @@ impl Running {
     }
 }
 
+/// Every written row arrived once, each key in order, and nothing else.
+fn assert_each_delivered_once_in_order(
+    written: &[Written],
+    delivered: &[annals_relay::envelope::Envelope],
+) {
+    assert_eq!(
+        check(written, delivered),
+        Counts {
+            delivered: written.len(),
+            ..Counts::default()
+        }
+    );
+}
+
 /// Creates the outbox table and whatever the relay's mode needs beside it.
 async fn set_up_outbox(pool: &sqlx::PgPool, cfg: &RelayConfig) -> annals_relay::outbox::Outbox {
     let outbox = cfg.outbox().expect("outbox");
@@ -160,22 +174,22 @@ async fn polling_to_nats_keeps_order_with_two_instances() {
 /// gap in the middle of the key's rows: the rows after it must wait, not go out first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_waits_for_a_row_missing_from_the_middle_of_a_key() {
-    let Some(NatsRelay {
+    let Some(setup) = nats_relay("poll_gap", SourceMode::Polling).await else {
+        return;
+    };
+    let NatsRelay {
         pool,
         nats,
         names,
         cfg,
         outbox,
-    }) = nats_relay("poll_gap", SourceMode::Polling).await
-    else {
-        return;
-    };
-    let written = write_rows(&pool, &outbox, 1, 3, &[3]).await;
+    } = &setup;
+    let written = write_rows(pool, outbox, 1, 3, &[3]).await;
     let t = outbox.qualified();
     let seqs: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT seq FROM {t} ORDER BY seq"
     )))
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await
     .expect("seqs");
     assert_eq!(seqs.len(), 3);
@@ -188,7 +202,7 @@ async fn polling_waits_for_a_row_missing_from_the_middle_of_a_key() {
     .await
     .expect("lock the middle row");
 
-    let relay = start(&cfg);
+    let relay = start(cfg);
     let published = |seq: i64| {
         let pool = pool.clone();
         let sql = format!("SELECT published_at IS NOT NULL FROM {t} WHERE seq = $1");
@@ -215,18 +229,10 @@ async fn polling_waits_for_a_row_missing_from_the_middle_of_a_key() {
         "the row after the locked one went out before it"
     );
     blocker.commit().await.expect("release");
-    let delivered = collect_nats(&nats, &names.stream, 3, Duration::from_secs(20)).await;
+    let delivered = collect_nats(nats, &names.stream, 3, Duration::from_secs(20)).await;
     relay.stop().await;
-    let c = check(&written, &delivered);
-    assert_eq!(
-        c,
-        Counts {
-            delivered: 3,
-            ..Counts::default()
-        }
-    );
-    delete_stream(&nats, &names.stream).await;
-    cleanup_pg(&pool, &cfg).await;
+    assert_each_delivered_once_in_order(&written, &delivered);
+    setup.clean_up().await;
 }
 
 /// A backlog of more keys than PostgreSQL's lock table holds, on statistics taken while the
@@ -234,54 +240,46 @@ async fn polling_waits_for_a_row_missing_from_the_middle_of_a_key() {
 /// per row of the backlog ("out of shared memory").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_claims_a_backlog_of_many_keys() {
-    let Some(NatsRelay {
+    let Some(setup) = nats_relay("poll_keys", SourceMode::Polling).await else {
+        return;
+    };
+    let NatsRelay {
         pool,
         nats,
         names,
         cfg,
         outbox,
-    }) = nats_relay("poll_keys", SourceMode::Polling).await
-    else {
-        return;
-    };
+    } = &setup;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "ANALYZE {}",
         outbox.qualified()
     )))
-    .execute(&pool)
+    .execute(pool)
     .await
     .expect("analyze the empty table");
     let keys = 20_000;
-    let written = write_rows(&pool, &outbox, keys, keys, &[keys]).await;
-    let relay = start(&cfg);
-    let delivered = collect_nats(&nats, &names.stream, keys, Duration::from_secs(30)).await;
+    let written = write_rows(pool, outbox, keys, keys, &[keys]).await;
+    let relay = start(cfg);
+    let delivered = collect_nats(nats, &names.stream, keys, Duration::from_secs(30)).await;
     relay.stop().await;
-    let c = check(&written, &delivered);
-    assert_eq!(
-        c,
-        Counts {
-            delivered: keys,
-            ..Counts::default()
-        }
-    );
-    delete_stream(&nats, &names.stream).await;
-    cleanup_pg(&pool, &cfg).await;
+    assert_each_delivered_once_in_order(&written, &delivered);
+    setup.clean_up().await;
 }
 
 /// A row the broker will never accept (over NATS's `max_payload`) stops the relay with an
 /// error naming it; the row stays unpublished, not skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_stops_on_a_row_too_large_for_the_broker() {
-    let Some(NatsRelay {
-        pool,
-        nats,
-        names,
-        cfg,
-        outbox,
-    }) = nats_relay("poll_big", SourceMode::Polling).await
-    else {
+    let Some(setup) = nats_relay("poll_big", SourceMode::Polling).await else {
         return;
     };
+    let NatsRelay {
+        pool,
+        nats,
+        cfg,
+        outbox,
+        ..
+    } = &setup;
     let blob = "x".repeat(nats.server_info().max_payload);
     let big = annals_relay::outbox::NewMessage::json(
         "item",
@@ -310,12 +308,11 @@ async fn polling_stops_on_a_row_too_large_for_the_broker() {
         "SELECT count(*) FROM {} WHERE published_at IS NULL",
         outbox.qualified()
     )))
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await
     .expect("count");
     assert_eq!(unpublished, 1, "the row stays for the operator");
-    delete_stream(&nats, &names.stream).await;
-    cleanup_pg(&pool, &cfg).await;
+    setup.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,6 +333,14 @@ struct NatsRelay {
     names: Names,
     cfg: RelayConfig,
     outbox: annals_relay::outbox::Outbox,
+}
+
+impl NatsRelay {
+    /// Deletes the test's stream, then its schema and slot.
+    async fn clean_up(&self) {
+        delete_stream(&self.nats, &self.names.stream).await;
+        cleanup_pg(&self.pool, &self.cfg).await;
+    }
 }
 
 async fn nats_relay(test: &str, mode: SourceMode) -> Option<NatsRelay> {
@@ -362,22 +367,18 @@ async fn nats_relay(test: &str, mode: SourceMode) -> Option<NatsRelay> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_or_recreated_slot_is_detected_and_reported() {
-    let Some(NatsRelay {
-        pool,
-        nats,
-        names,
-        cfg,
-        ..
-    }) = nats_relay("slot_loss", SourceMode::Wal).await
-    else {
+    let Some(setup) = nats_relay("slot_loss", SourceMode::Wal).await else {
         return;
     };
+    let NatsRelay {
+        pool, names, cfg, ..
+    } = &setup;
     let relay = Relay::new(cfg.clone()).expect("cfg");
 
     // Lost: the slot is dropped behind the relay's back.
     sqlx::query("SELECT pg_drop_replication_slot($1)")
         .bind(&names.slot)
-        .execute(&pool)
+        .execute(pool)
         .await
         .expect("drop");
     let err = relay
@@ -399,7 +400,7 @@ async fn lost_or_recreated_slot_is_detected_and_reported() {
     tx.commit().await.expect("commit");
     sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
         .bind(&names.slot)
-        .execute(&pool)
+        .execute(pool)
         .await
         .expect("create");
     let err = relay
@@ -412,48 +413,43 @@ async fn lost_or_recreated_slot_is_detected_and_reported() {
     );
 
     // The operator's way out: recreate explicitly, after which the relay runs.
-    annals_relay::source::wal::slot::recreate(&pool, &cfg)
+    annals_relay::source::wal::slot::recreate(pool, cfg)
         .await
         .expect("recreate");
-    let r = start(&cfg);
+    let r = start(cfg);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!r.handle.is_finished(), "relay runs on the recreated slot");
     r.stop().await;
-    delete_stream(&nats, &names.stream).await;
-    cleanup_pg(&pool, &cfg).await;
+    setup.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_outbox_does_not_pin_wal() {
-    let Some(NatsRelay {
-        pool,
-        nats,
-        names,
-        cfg,
-        ..
-    }) = nats_relay("idle_slot", SourceMode::Wal).await
-    else {
+    let Some(setup) = nats_relay("idle_slot", SourceMode::Wal).await else {
         return;
     };
-    let r = start(&cfg);
+    let NatsRelay {
+        pool, names, cfg, ..
+    } = &setup;
+    let r = start(cfg);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // WAL written by other tables only; the outbox stays empty.
     sqlx::query(sqlx::AssertSqlSafe(&*format!(
         "CREATE TABLE \"{}\".noise (x int)",
         names.schema
     )))
-    .execute(&pool)
+    .execute(pool)
     .await
     .expect("noise");
     sqlx::query(sqlx::AssertSqlSafe(&*format!(
         "INSERT INTO \"{}\".noise SELECT generate_series(1, 1000)",
         names.schema
     )))
-    .execute(&pool)
+    .execute(pool)
     .await
     .expect("noise");
     let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .expect("lsn");
     let mut advanced = false;
@@ -463,7 +459,7 @@ async fn idle_outbox_does_not_pin_wal() {
         )
         .bind(&names.slot)
         .bind(&target)
-        .fetch_optional(&pool)
+        .fetch_optional(pool)
         .await
         .expect("slot")
         .flatten();
@@ -478,8 +474,7 @@ async fn idle_outbox_does_not_pin_wal() {
         advanced,
         "the slot's confirmed position must pass {target} while the outbox is idle"
     );
-    delete_stream(&nats, &names.stream).await;
-    cleanup_pg(&pool, &cfg).await;
+    setup.clean_up().await;
 }
 
 /// `active_pid` of the test's slot, polled until a walsender holds it (or 10 s pass).
@@ -509,22 +504,18 @@ async fn slot_and_row(pool: &sqlx::PgPool, cfg: &RelayConfig) -> (bool, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_held_slot_waits_for_release_and_names_the_holder() {
     use annals_relay::source::wal::slot;
-    let Some(NatsRelay {
-        pool,
-        nats,
-        names,
-        cfg,
-        ..
-    }) = nats_relay("held_slot", SourceMode::Wal).await
-    else {
+    let Some(setup) = nats_relay("held_slot", SourceMode::Wal).await else {
         return;
     };
-    let r = start(&cfg);
-    let holder = wait_slot_held(&pool, &names.slot).await;
+    let NatsRelay {
+        pool, names, cfg, ..
+    } = &setup;
+    let r = start(cfg);
+    let holder = wait_slot_held(pool, &names.slot).await;
     assert!(holder.is_some(), "the relay attaches to its slot");
 
     // Held for longer than the wait: a typed error naming the walsender, nothing dropped.
-    let err = slot::drop_slot_within(&pool, &cfg, Duration::from_millis(300))
+    let err = slot::drop_slot_within(pool, cfg, Duration::from_millis(300))
         .await
         .expect_err("the slot is held");
     match &err {
@@ -535,7 +526,7 @@ async fn dropping_a_held_slot_waits_for_release_and_names_the_holder() {
         other => panic!("expected SlotInUse, got {other}"),
     }
     assert_eq!(
-        slot_and_row(&pool, &cfg).await,
+        slot_and_row(pool, cfg).await,
         (true, true),
         "nothing dropped"
     );
@@ -545,17 +536,16 @@ async fn dropping_a_held_slot_waits_for_release_and_names_the_holder() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         r.stop().await;
     });
-    slot::drop_slot(&pool, &cfg)
+    slot::drop_slot(pool, cfg)
         .await
         .expect("dropped once released");
     stopper.await.expect("relay stopped");
     assert_eq!(
-        slot_and_row(&pool, &cfg).await,
+        slot_and_row(pool, cfg).await,
         (false, false),
         "both dropped"
     );
-    delete_stream(&nats, &names.stream).await;
-    cleanup_pg(&pool, &cfg).await;
+    setup.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
