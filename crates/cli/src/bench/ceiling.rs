@@ -5,7 +5,9 @@
 //! and one `fdatasync` per group into already written blocks, answers in write order on
 //! oneshot channels) and leaves out everything else: no planning, encoding, CRC, index or
 //! publishing. Measured in the same run as W1, it tells how much of W1's gap to a target
-//! is the machine (disk latency, wake-ups) and how much is the engine.
+//! is the machine (disk latency, wake-ups) and how much is the engine; its appends' time
+//! is split into the stages the engine's W1 lines use (queued, building, syncing,
+//! answering, caller), so the two lines can be compared stage by stage.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -22,6 +24,8 @@ use annals_engine::record::SEGMENT_HEADER_LEN;
 use annals_engine::zero_fill::ZeroFill;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
+
+use super::workloads::Stages;
 
 /// Bytes per appended record: what one W1 event takes in the log (64-byte record header
 /// with framing, names, 256 bytes of data and ~64 of metadata).
@@ -89,14 +93,14 @@ impl BareLog {
         })
     }
 
-    /// The best events/s over [`CONFIGS`], each run for `seconds`.
+    /// The best run over [`CONFIGS`], each run for `seconds`.
     pub(crate) async fn ceiling(
         &self,
         writers: usize,
         seconds: f64,
         variant: Variant,
-    ) -> anyhow::Result<f64> {
-        let mut best: f64 = 0.0;
+    ) -> anyhow::Result<Measured> {
+        let mut best: Option<Measured> = None;
         for (committers, linger) in CONFIGS {
             super::machine::settle_disk()?;
             let config = Config {
@@ -104,12 +108,18 @@ impl BareLog {
                 linger,
                 variant,
             };
-            best = best.max(self.run(writers, config, seconds).await?);
+            let run = self.run(writers, config, seconds).await?;
+            if best
+                .as_ref()
+                .is_none_or(|b| run.events_per_s > b.events_per_s)
+            {
+                best = Some(run);
+            }
         }
-        Ok(best)
+        best.ok_or_else(|| anyhow::anyhow!("no bare group-commit configuration to run"))
     }
 
-    async fn run(&self, writers: usize, config: Config, seconds: f64) -> anyhow::Result<f64> {
+    async fn run(&self, writers: usize, config: Config, seconds: f64) -> anyhow::Result<Measured> {
         if !config.variant.zero_fill {
             let target = Target::Ring(Arc::clone(&self.file));
             return measure(writers, config, seconds, target)
@@ -131,7 +141,7 @@ async fn measure_fresh(
     config: Config,
     seconds: f64,
     dir: &Path,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     let segment = Arc::new(Segment::create(&StdVfs, dir, 0, Position(0))?);
     let (fill, filler) = ZeroFill::start(Arc::clone(&segment), SEGMENT_HEADER_LEN)?;
     let rate = measure(
@@ -182,14 +192,88 @@ impl Target {
     }
 }
 
+/// What one configuration of the bare loop reached.
+pub(crate) struct Measured {
+    pub(crate) events_per_s: f64,
+    /// Where an append's time went, as the engine's append lines say it.
+    pub(crate) stages: Option<Stages>,
+    /// Committer threads, and how long each lingered for its appenders.
+    pub(crate) committers: usize,
+    pub(crate) linger: Duration,
+}
+
+/// Summed over the requests answered in the timed window, in nanoseconds: each stage of
+/// an append, as the engine counts them, and the appenders' own measured latency.
+#[derive(Default)]
+struct StageClock {
+    counting: AtomicBool,
+    requests: AtomicU64,
+    queued: AtomicU64,
+    building: AtomicU64,
+    syncing: AtomicU64,
+    answering: AtomicU64,
+    latency: AtomicU64,
+    latencies: AtomicU64,
+}
+
+impl StageClock {
+    fn add(counter: &AtomicU64, time: Duration) {
+        let ns = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Counts a group of `n` requests once answered, `since_sync` after its sync returned.
+    fn answered(&self, n: usize, times: &GroupTimes, since_sync: Duration) {
+        if !self.counting.load(Ordering::Relaxed) {
+            return;
+        }
+        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+        self.requests.fetch_add(n as u64, Ordering::Relaxed);
+        Self::add(&self.queued, times.queued);
+        Self::add(&self.building, times.building);
+        Self::add(&self.syncing, times.synced * n32);
+        Self::add(&self.answering, since_sync * n32);
+    }
+
+    fn latency(&self, time: Duration) {
+        if self.counting.load(Ordering::Relaxed) {
+            Self::add(&self.latency, time);
+            self.latencies.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn stages(&self) -> Option<Stages> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        let requests = get(&self.requests);
+        let latencies = get(&self.latencies);
+        if requests == 0.0 || latencies == 0.0 {
+            return None;
+        }
+        let per_request = |c: &AtomicU64| get(c) / requests / 1000.0;
+        Some(Stages::from_means(
+            [
+                per_request(&self.queued),
+                per_request(&self.building),
+                per_request(&self.syncing),
+                per_request(&self.answering),
+            ],
+            get(&self.latency) / latencies / 1000.0,
+        ))
+    }
+}
+
+/// A queued append: where its answer goes, and when it was queued.
+type Request = (oneshot::Sender<()>, Instant);
+
 /// One timed run of the loop on `target`.
 async fn measure(
     writers: usize,
     config: Config,
     seconds: f64,
     target: Target,
-) -> anyhow::Result<f64> {
-    let (tx, rx) = mpsc::channel::<oneshot::Sender<()>>(1024);
+) -> anyhow::Result<Measured> {
+    let (tx, rx) = mpsc::channel::<Request>(1024);
+    let clock = Arc::new(StageClock::default());
     let offset = match target {
         Target::Ring(_) => 0,
         Target::Fresh(..) => SEGMENT_HEADER_LEN,
@@ -206,6 +290,7 @@ async fn measure(
             let committer = Committer {
                 leader: Arc::clone(&leader),
                 finisher: Arc::clone(&finisher),
+                clock: Arc::clone(&clock),
                 target: target.clone(),
                 linger: config.linger,
                 variant: config.variant,
@@ -227,12 +312,15 @@ async fn measure(
     let tasks: Vec<_> = (0..writers)
         .map(|_| {
             let (tx, stop, done) = (tx.clone(), Arc::clone(&stop), Arc::clone(&done));
+            let clock = Arc::clone(&clock);
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let (answer, answered) = oneshot::channel();
-                    if tx.send(answer).await.is_err() || answered.await.is_err() {
+                    let sent = Instant::now();
+                    if tx.send((answer, sent)).await.is_err() || answered.await.is_err() {
                         return;
                     }
+                    clock.latency(sent.elapsed());
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -241,10 +329,12 @@ async fn measure(
     drop(tx);
     // A short warm-up, as the engine's runs have while their writers start.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    clock.counting.store(true, Ordering::Relaxed);
     let (from, started) = (done.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let events = done.load(Ordering::Relaxed) - from;
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    clock.counting.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await?;
@@ -255,7 +345,12 @@ async fn measure(
     if let Some(e) = failure.lock().take() {
         return Err(e.into());
     }
-    Ok(rate)
+    Ok(Measured {
+        events_per_s: rate,
+        stages: clock.stages(),
+        committers: config.committers,
+        linger: config.linger,
+    })
 }
 
 impl Drop for BareLog {
@@ -274,17 +369,34 @@ struct Config {
 
 /// What the leader holds.
 struct Leader {
-    requests: mpsc::Receiver<oneshot::Sender<()>>,
+    requests: mpsc::Receiver<Request>,
     offset: u64,
     seq: u64,
 }
 
-/// Groups waiting for their answers, in write order: (seq, answers once synced).
-type Unanswered = VecDeque<(u64, Option<Vec<oneshot::Sender<()>>>)>;
+/// Groups waiting for their answers, in write order: (seq, the group once synced).
+type Unanswered = VecDeque<(u64, Option<Group>)>;
+
+/// A synced group: its answers, and where its requests' time went.
+struct Group {
+    answers: Vec<oneshot::Sender<()>>,
+    times: GroupTimes,
+}
+
+struct GroupTimes {
+    /// Summed over the requests: from queued until taken.
+    queued: Duration,
+    /// Summed over the requests: from taken until the group was written.
+    building: Duration,
+    /// Its own sync's length, and when it returned.
+    synced: Duration,
+    synced_at: Instant,
+}
 
 struct Committer {
     leader: Arc<Mutex<Leader>>,
     finisher: Arc<Mutex<Unanswered>>,
+    clock: Arc<StageClock>,
     target: Target,
     linger: Duration,
     variant: Variant,
@@ -298,30 +410,46 @@ impl Committer {
         let mut cohort = 0;
         loop {
             let mut leader = self.leader.lock();
-            let Some(answers) = self.collect(&mut leader, cohort) else {
+            let Some(collected) = self.collect(&mut leader, cohort) else {
                 return Ok(());
             };
-            cohort = answers.len();
-            self.spend_leader_work(answers.len());
-            let len = (answers.len() * RECORD_BYTES).min(GROUP_MAX);
+            let n = collected.answers.len();
+            cohort = n;
+            self.spend_leader_work(n);
+            let len = (n * RECORD_BYTES).min(GROUP_MAX);
             leader.seq += 1;
             let seq = leader.seq;
             self.finisher.lock().push_back((seq, None));
             let written = self.target.write(&mut leader, &bytes[..len]);
             drop(leader);
+            let written_at = Instant::now();
+            let since_start = u32::try_from(n).unwrap_or(u32::MAX)
+                * written_at.saturating_duration_since(collected.started);
             if let Err(e) = written.and_then(|()| self.target.sync()) {
                 // Nothing more is answered: every waiting appender sees its answer dropped.
                 self.finisher.lock().clear();
                 return Err(e);
             }
+            let group = Group {
+                answers: collected.answers,
+                times: GroupTimes {
+                    queued: collected.queued,
+                    building: since_start.saturating_sub(collected.taken_after_start),
+                    synced: written_at.elapsed(),
+                    synced_at: Instant::now(),
+                },
+            };
             let mut finisher = self.finisher.lock();
-            if let Some(group) = finisher.iter_mut().find(|(s, _)| *s == seq) {
-                group.1 = Some(answers);
+            if let Some(waiting) = finisher.iter_mut().find(|(s, _)| *s == seq) {
+                waiting.1 = Some(group);
             }
-            while let Some((_, Some(answers))) = finisher.pop_front_if(|(_, a)| a.is_some()) {
-                for answer in answers {
+            while let Some((_, Some(group))) = finisher.pop_front_if(|(_, g)| g.is_some()) {
+                let n = group.answers.len();
+                for answer in group.answers {
                     let _ = answer.send(());
                 }
+                let since_sync = group.times.synced_at.elapsed();
+                self.clock.answered(n, &group.times, since_sync);
             }
         }
     }
@@ -336,17 +464,43 @@ impl Committer {
 
     /// One request, everything already queued, and then up to `linger` more until the
     /// group is as large as this committer's last one (its appenders coming back).
-    fn collect(&self, leader: &mut Leader, cohort: usize) -> Option<Vec<oneshot::Sender<()>>> {
+    fn collect(&self, leader: &mut Leader, cohort: usize) -> Option<Collected> {
         let first = leader.requests.blocking_recv()?;
-        let deadline = Instant::now() + self.linger;
-        let mut answers = vec![first];
-        while answers.len() * RECORD_BYTES < GROUP_MAX {
+        let started = Instant::now();
+        let deadline = started + self.linger;
+        let mut group = Collected {
+            answers: Vec::with_capacity(cohort.max(1)),
+            started,
+            queued: Duration::ZERO,
+            taken_after_start: Duration::ZERO,
+        };
+        group.take(first);
+        while group.answers.len() * RECORD_BYTES < GROUP_MAX {
             match leader.requests.try_recv() {
-                Ok(answer) => answers.push(answer),
-                Err(_) if answers.len() >= cohort || Instant::now() >= deadline => break,
+                Ok(request) => group.take(request),
+                Err(_) if group.answers.len() >= cohort || Instant::now() >= deadline => break,
                 Err(_) => std::thread::yield_now(),
             }
         }
-        Some(answers)
+        Some(group)
+    }
+}
+
+/// A group being collected by its leader.
+struct Collected {
+    answers: Vec<oneshot::Sender<()>>,
+    /// When its first request was taken.
+    started: Instant,
+    /// Summed over the requests: time queued, and from `started` until taken.
+    queued: Duration,
+    taken_after_start: Duration,
+}
+
+impl Collected {
+    fn take(&mut self, (answer, queued): Request) {
+        let now = Instant::now();
+        self.queued += now.saturating_duration_since(queued);
+        self.taken_after_start += now.saturating_duration_since(self.started);
+        self.answers.push(answer);
     }
 }

@@ -16,7 +16,7 @@ use annals_engine::{Config, Engine, Stats};
 use futures::StreamExt;
 
 use super::Plan;
-use super::ceiling::{BareLog, Variant};
+use super::ceiling::{BareLog, Measured, Variant};
 use super::postgres::Baseline;
 use super::report::{Line, Report, median, percentile_ms};
 use super::sched::{Committers, Share};
@@ -141,14 +141,23 @@ impl Stages {
         let building_us = per_request(a.building_ns, b.building_ns);
         let syncing_us = per_request(a.syncing_ns, b.syncing_ns);
         let answering_us = per_request(a.answering_ns, b.answering_ns);
-        let engine = queued_us + building_us + syncing_us + answering_us;
-        Some(Self {
+        Some(Self::from_means(
+            [queued_us, building_us, syncing_us, answering_us],
+            mean_latency_us,
+        ))
+    }
+
+    /// From the mean time per request in each of the engine's stages (queued, building,
+    /// syncing, answering) and the appenders' mean latency.
+    pub(crate) fn from_means(engine: [f64; 4], mean_latency_us: f64) -> Self {
+        let [queued_us, building_us, syncing_us, answering_us] = engine;
+        Self {
             queued_us,
             building_us,
             syncing_us,
             answering_us,
-            caller_us: (mean_latency_us - engine).max(0.0),
-        })
+            caller_us: (mean_latency_us - engine.iter().sum::<f64>()).max(0.0),
+        }
     }
 
     /// `queued 40 + building 45 + syncing 150 + answering 20 + caller 50 µs`.
@@ -247,7 +256,7 @@ async fn repeated_append(
     writers: usize,
     batch: usize,
     bare: Option<&BareLog>,
-) -> anyhow::Result<(Run, Option<f64>)> {
+) -> anyhow::Result<(Run, Option<Measured>)> {
     let mut runs = Vec::new();
     let mut ceilings = Vec::new();
     for _ in 0..ctx.plan.repeats {
@@ -274,7 +283,8 @@ async fn repeated_append(
     }
     runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
     let middle = runs.len() / 2;
-    let ceiling = bare.map(|_| median(ceilings));
+    ceilings.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
+    let ceiling = (!ceilings.is_empty()).then(|| ceilings.swap_remove(ceilings.len() / 2));
     Ok((runs.swap_remove(middle), ceiling))
 }
 
@@ -340,9 +350,9 @@ async fn append_workload(
                     .map_or(String::new(), |c| format!("; {}", c.describe())),
                 run.stages
                     .map_or(String::new(), |s| format!("; {}", s.describe())),
-                ceiling.map_or(String::new(), |c| format!(
+                ceiling.as_ref().map_or(String::new(), |c| format!(
                     "; {:.0}% of the bare group-commit ceiling",
-                    100.0 * run.events_per_s / c
+                    100.0 * run.events_per_s / c.events_per_s
                 )),
             )),
             stages: run.stages,
@@ -369,22 +379,32 @@ async fn ceiling_lines(
     ctx: &Context<'_>,
     report: &mut Report,
     bare: &BareLog,
-    ceiling: f64,
+    ceiling: Measured,
     workload: &'static str,
     variant: &str,
     writers: usize,
 ) -> anyhow::Result<()> {
+    let how = match ceiling.committers {
+        1 => format!(
+            "1 committer in lock-step, lingering up to {:?}",
+            ceiling.linger
+        ),
+        n => format!("{n} committers, lingering up to {:?}", ceiling.linger),
+    };
     report.line(Line {
         workload,
         variant: format!("{variant}, bare group commit"),
         system: "machine",
-        events_per_s: Some(ceiling),
-        extra: Some(
+        events_per_s: Some(ceiling.events_per_s),
+        extra: Some(format!(
             "the machine's ceiling: the same queue, committer threads, record bytes, \
              fdatasync per group and answers, without the engine's planning, encoding, index \
-             or publishing"
-                .to_owned(),
-        ),
+             or publishing; best with {how}{}",
+            ceiling
+                .stages
+                .map_or(String::new(), |s| format!("; {}", s.describe())),
+        )),
+        stages: ceiling.stages,
         ..Line::default()
     });
     if !ctx.plan.ceiling_variants {
@@ -408,7 +428,11 @@ async fn ceiling_lines(
     for v in variants {
         let mut rates = Vec::new();
         for _ in 0..ctx.plan.repeats {
-            rates.push(bare.ceiling(writers, ctx.plan.seconds, v).await?);
+            rates.push(
+                bare.ceiling(writers, ctx.plan.seconds, v)
+                    .await?
+                    .events_per_s,
+            );
         }
         report.line(Line {
             workload,
