@@ -187,6 +187,17 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         );
     }
     assert_eq!(annals("W3").len(), 2);
+    if with_baseline {
+        // Each append line's baseline, measured in the same run.
+        let baseline = |workload: &str| {
+            lines
+                .iter()
+                .filter(|l| l["workload"] == workload && l["system"] == "postgres")
+                .filter(|l| number(l, "events_per_s").is_some_and(|v| v > 0.0))
+                .count()
+        };
+        assert_eq!((baseline("W1"), baseline("W3")), (3, 2), "{lines:?}");
+    }
     let w4 = annals("W4");
     assert!(number(w4[0], "events_per_s").is_some_and(|v| v > 0.0));
     assert!(number(w4[0], "mib_per_s").is_some_and(|v| v > 0.0));
@@ -198,6 +209,45 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
     let w8 = annals("W8");
     assert!(number(w8[0], "seconds").is_some_and(|v| v > 0.0));
     assert!(stdout.contains("per append: queued"), "{stdout}");
+}
+
+#[test]
+fn without_baseline_files_it_says_so_once_and_measures_annals_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["bench", "--workloads", "W3"])
+        .args(["--seconds", "0.2", "--repeats", "1", "--baselines"])
+        .arg(dir.path().join("no-such-dir"))
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("annals bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    assert_eq!(
+        stderr.matches("no PostgreSQL baseline files in").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("psql"),
+        "nothing was run against PostgreSQL:\n{stderr}"
+    );
+    let lines: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let systems: Vec<&str> = lines.iter().filter_map(|l| l["system"].as_str()).collect();
+    assert_eq!(systems, ["machine", "annals", "annals"], "{lines:?}");
+    for line in &lines[1..] {
+        assert!(
+            number(line, "events_per_s").is_some_and(|v| v > 0.0),
+            "{line}"
+        );
+        assert!(line["ratio_vs_postgres"].is_null(), "{line}");
+    }
 }
 
 #[test]

@@ -144,14 +144,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let machine = machine::measure(scratch.path())?;
     report.machine(&machine);
     let baselines = baselines_dir(args.baselines);
-    if !baselines.join("pg_event_store_schema.sql").is_file() {
+    let pg = postgres::Baseline::new(&args.pg_url, &baselines);
+    if !pg.has_scripts() {
         eprintln!(
             "no PostgreSQL baseline files in {} (pass --baselines DIR): lines show Annals \
              without the ratio",
             baselines.display()
         );
     }
-    let pg = postgres::Baseline::new(&args.pg_url, &baselines);
     let wants = |w: &str| args.workloads.iter().any(|x| x.eq_ignore_ascii_case(w));
     let ctx = workloads::Context {
         dir: scratch.path().to_owned(),

@@ -20,6 +20,11 @@ impl Baseline {
         }
     }
 
+    /// Whether the baseline's SQL files are there; without them nothing is measured.
+    pub(crate) fn has_scripts(&self) -> bool {
+        self.dir.join("pg_event_store_schema.sql").is_file()
+    }
+
     /// Recreates the baseline's table.
     pub(crate) fn reset(&self) -> anyhow::Result<()> {
         let schema = self.dir.join("pg_event_store_schema.sql");

@@ -60,7 +60,12 @@ impl Report {
         }));
     }
 
+    /// Prints a line and keeps it for `--json`; a baseline line without a figure (no
+    /// baseline files, or PostgreSQL failed and said why on stderr) is left out.
     pub(crate) fn line(&mut self, line: Line) {
+        if line.system == "postgres" && line.events_per_s.is_none() {
+            return;
+        }
         println!(
             "{:<3} {:<26} {:<8} {}{}{}{}{}{}{}{}",
             line.workload,

@@ -289,6 +289,10 @@ async fn repeated_append(
 }
 
 fn pg_median(ctx: &Context<'_>, script: &str, clients: usize, per_tx: f64) -> Option<f64> {
+    // Said once, at the start of the run.
+    if !ctx.pg.has_scripts() {
+        return None;
+    }
     let mut values = Vec::new();
     for _ in 0..ctx.plan.repeats {
         let measured = ctx
@@ -563,6 +567,9 @@ pub(crate) async fn w4(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
 /// warms the cache, the median of the next two counts. None (with the reason on stderr) when
 /// PostgreSQL is unavailable.
 fn pg_read_all(ctx: &Context<'_>, events: u64) -> Option<f64> {
+    if !ctx.pg.has_scripts() {
+        return None;
+    }
     let measure = || -> anyhow::Result<f64> {
         eprintln!("W4  filling the PostgreSQL baseline table with {events} rows");
         ctx.pg.fill(events)?;
