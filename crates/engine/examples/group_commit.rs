@@ -27,8 +27,18 @@ fn fsync_rate(dir: &std::path::Path, seconds: f64) -> std::io::Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// The runtime `annals` itself runs on: a worker per CPU but one (at least one), leaving a
+/// CPU to the engine's committer threads; `TOKIO_WORKER_THREADS` overrides it.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        runtime.worker_threads(cpus.saturating_sub(1).max(1));
+    }
+    runtime.enable_all().build()?.block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let writers: usize = args.next().map_or(Ok(64), |a| a.parse())?;
     let seconds: u64 = args.next().map_or(Ok(5), |a| a.parse())?;
