@@ -87,10 +87,22 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         "overwrite_sync_us",
         "overwrite_sync_us_2_in_flight",
         "wake_up_us",
+        "cpus",
+        "runtime_workers",
     ] {
         assert!(
             number(machine, key).is_some_and(|v| v > 0.0),
             "{key} in {machine}"
+        );
+    }
+    // `annals` leaves one CPU to the engine's threads.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cpus = number(machine, "cpus").unwrap_or(0.0);
+        let expected = (cpus - 1.0).max(1.0);
+        assert_eq!(
+            number(machine, "runtime_workers"),
+            Some(expected),
+            "{machine}"
         );
     }
 

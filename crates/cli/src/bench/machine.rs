@@ -16,6 +16,10 @@ pub(crate) struct Machine {
     pub(crate) seq_write_mib_s: f64,
     /// Mean microseconds from unparking a sleeping thread until it runs (half a ping-pong).
     pub(crate) wake_up_us: f64,
+    /// The CPUs, and the workers of the runtime the in-process appenders run on (`annals`
+    /// leaves one CPU to the engine's threads).
+    pub(crate) cpus: usize,
+    pub(crate) runtime_workers: usize,
 }
 
 /// Writes every dirty page of the machine to disk, so that the next measurement does not
@@ -62,6 +66,8 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
         overwrite_sync_us,
         seq_write_mib_s,
         wake_up_us: wake_up_latency(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        runtime_workers: tokio::runtime::Handle::current().metrics().num_workers(),
     })
 }
 

@@ -43,12 +43,15 @@ impl Report {
     pub(crate) fn machine(&mut self, m: &Machine) {
         println!(
             "machine  fdatasync {:.0}/s   16 KiB overwrite + fdatasync {:.0} µs (2 in flight: \
-             {:.0} µs each)   sequential write {:.0} MiB/s   thread wake-up {:.1} µs",
+             {:.0} µs each)   sequential write {:.0} MiB/s   thread wake-up {:.1} µs   \
+             runtime: {} tokio worker(s) on {} CPUs",
             m.fdatasync_per_s,
             m.overwrite_sync_us[0],
             m.overwrite_sync_us[1],
             m.seq_write_mib_s,
-            m.wake_up_us
+            m.wake_up_us,
+            m.runtime_workers,
+            m.cpus,
         );
         self.lines.push(json!({
             "workload": "machine", "variant": null, "system": "machine",
@@ -56,6 +59,7 @@ impl Report {
             "overwrite_sync_us": m.overwrite_sync_us[0],
             "overwrite_sync_us_2_in_flight": m.overwrite_sync_us[1],
             "wake_up_us": m.wake_up_us,
+            "cpus": m.cpus, "runtime_workers": m.runtime_workers,
             "events_per_s": null, "p50_ms": null, "p99_ms": null, "ratio_vs_postgres": null,
         }));
     }
