@@ -49,21 +49,6 @@ enum Command {
     Load(commands::load::Args),
 }
 
-/// The runtime's workers: one fewer than the CPUs, at least one, unless `TOKIO_WORKER_THREADS`
-/// says otherwise (tokio reads it when no count is set). The engine's committer threads run
-/// beside the runtime; with a worker on every CPU, the appenders one group's answers wake
-/// take both CPUs of a 2-core machine just as a committer needs one, and two workers woken
-/// from outside the runtime compete for the same burst of tasks. One worker on 2 cores,
-/// `annals bench --quick` back to back: W1 at 64 writers 232,287 against 185,162 events/s,
-/// at 16 writers 89,859 against 56,295; W2 at 64 writers 24,610 against 21,019.
-fn runtime_workers() -> Option<usize> {
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
-        return None;
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Some(cpus.saturating_sub(1).max(1))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs its life cycle; the one-shot commands only warnings. The bench's W2
@@ -75,8 +60,9 @@ fn main() -> ExitCode {
         Command::Bench(_) => "warn,annals_server=error,kurrentdb=off",
         _ => "warn",
     });
+    // A CPU is left to the engine's committer threads.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = runtime_workers() {
+    if let Some(workers) = annals_engine::runtime_workers() {
         builder.worker_threads(workers);
     }
     let runtime = match builder.enable_all().build() {

@@ -27,13 +27,11 @@ fn fsync_rate(dir: &std::path::Path, seconds: f64) -> std::io::Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The runtime `annals` itself runs on: a worker per CPU but one (at least one), leaving a
-/// CPU to the engine's committer threads; `TOKIO_WORKER_THREADS` overrides it.
+/// The runtime `annals` itself runs on ([`annals_engine::runtime_workers`]).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        runtime.worker_threads(cpus.saturating_sub(1).max(1));
+    if let Some(workers) = annals_engine::runtime_workers() {
+        runtime.worker_threads(workers);
     }
     runtime.enable_all().build()?.block_on(run())
 }

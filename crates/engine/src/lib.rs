@@ -19,4 +19,4 @@ pub mod verify;
 mod writer;
 pub mod zero_fill;
 
-pub use engine::{Config, Engine, OpenError, RequestTime, Stats};
+pub use engine::{Config, Engine, OpenError, RequestTime, Stats, runtime_workers};

@@ -67,7 +67,8 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
         seq_write_mib_s,
         wake_up_us: wake_up_latency(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        runtime_workers: tokio::runtime::Handle::current().metrics().num_workers(),
+        runtime_workers: tokio::runtime::Handle::try_current()
+            .map_or(0, |h| h.metrics().num_workers()),
     })
 }
 
