@@ -3,14 +3,22 @@
 //! expected-revision checks), next to the machine's fdatasync rate measured in the same run.
 //!
 //! `cargo run --release -p annals-engine --example group_commit -- [writers] [seconds] [batch]`
+//!
+//! With `ANNALS_FAKE_SYNC_US=N` every fdatasync is replaced by an N µs sleep (which takes
+//! longer: the sleeper's wake-up is added, as to a real sync's). Nothing is durable then, but
+//! the disk's minute-to-minute variance is gone, so a change to the engine's pipeline (the
+//! work around each sync) shows in a few alternating runs instead of dozens.
 
 #![allow(clippy::unwrap_used)] // a measurement tool: any failure should stop it loudly
 
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use annals_core::{EventAppender, EventType, ExpectedRevision, NewEvent, StreamName};
+use annals_engine::device::{Device, StdVfs, Vfs};
 use annals_engine::{Config, Engine};
 
 fn fsync_rate(dir: &std::path::Path, seconds: f64) -> std::io::Result<f64> {
@@ -43,9 +51,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let batch: usize = args.next().map_or(Ok(1), |a| a.parse())?;
     let base = std::env::var("ANNALS_BENCH_DIR").unwrap_or_else(|_| ".".into());
     let dir = tempfile::tempdir_in(base)?;
-    let machine = fsync_rate(dir.path(), 2.0)?;
+    let fake_sync = std::env::var("ANNALS_FAKE_SYNC_US")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut config = Config::default();
+    let machine = match fake_sync {
+        Some(us) => {
+            config.vfs = Arc::new(FakeSyncVfs(Duration::from_micros(us)));
+            println!("machine: every fdatasync replaced by a {us} µs sleep");
+            1e6 / us as f64
+        }
+        None => fsync_rate(dir.path(), 2.0)?,
+    };
     println!("machine: {machine:.0} fdatasync/s (4 KiB writes, same file system)");
-    let engine = Arc::new(Engine::open(dir.path().join("store"), Config::default())?);
+    let engine = Arc::new(Engine::open(dir.path().join("store"), config)?);
     let data = format!("{{\"payload\":\"{}\"}}", "x".repeat(256 - 14));
     assert_eq!(data.len(), 256);
     let metadata = format!("{{\"correlation\":\"{}\"}}", "c".repeat(64 - 18));
@@ -109,4 +128,60 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         elapsed * 1e6 * writers as f64 / appends
     );
     Ok(())
+}
+
+/// The real file system, but every sync is a fixed sleep instead of an fdatasync.
+#[derive(Debug)]
+struct FakeSyncVfs(Duration);
+
+#[derive(Debug)]
+struct FakeSyncDevice(Arc<dyn Device>, Duration);
+
+impl Device for FakeSyncDevice {
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.0.read_vec(offset, len)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        std::thread::sleep(self.1);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Vfs for FakeSyncVfs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn Device>> {
+        Ok(Arc::new(FakeSyncDevice(StdVfs.open(path, create)?, self.0)))
+    }
+    fn exists(&self, path: &Path) -> bool {
+        StdVfs.exists(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdVfs.list(dir)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdVfs.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdVfs.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdVfs.sync_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdVfs.create_dir_all(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Send + Sync>> {
+        StdVfs.lock(path)
+    }
 }

@@ -50,8 +50,15 @@ use crate::record::{
 };
 use crate::zero_fill::ZeroFill;
 
-/// The longest a group waits for appenders answered by the previous group.
-const MAX_LINGER: Duration = Duration::from_micros(250);
+/// The longest a group waits for appenders answered by the previous group (and never longer
+/// than the last sync took: a straggler left for the next group waits about that long).
+const MAX_LINGER: Duration = Duration::from_micros(200);
+
+/// How long a leader spins for its group's first request before it parks, once a group has
+/// just been written: the appenders it answers are about to send again, and a parked leader
+/// starts building only after a wake-up (~15-30 µs on the development VM, more when its CPU
+/// was idle), with every appender's request waiting behind it.
+const FIRST_REQUEST_SPIN: Duration = Duration::from_micros(250);
 
 /// Zero-filled space is kept ahead of the log ([`Writer::zero_ahead`]) while recent groups
 /// averaged at most this many bytes.
@@ -131,6 +138,8 @@ pub(crate) fn start(
         previous_requests: 0,
         previous_events: 0,
         previous_build: Duration::ZERO,
+        linger: Duration::ZERO,
+        last_written: None,
         recent_group_bytes: 0,
         seqs: HashMap::default(),
         keys: KeyHashes::default(),
@@ -203,6 +212,11 @@ struct Writer {
     previous_requests: usize,
     previous_events: usize,
     previous_build: Duration,
+    /// How long a group waits for the last group's appenders: [`MAX_LINGER`], or the last
+    /// sync's length if shorter (zero when groups are not synced).
+    linger: Duration,
+    /// When the last group was written.
+    last_written: Option<Instant>,
     /// Moving average of the groups' sizes, in bytes (see [`Writer::zero_ahead`]).
     recent_group_bytes: u64,
     /// Next sequence number per category / event-type key (only the writer assigns them),
@@ -238,6 +252,10 @@ struct Building {
     /// The encoded records.
     buf: Vec<u8>,
     encoded: Vec<Encoded>,
+    /// Their index entries, each address an offset in `buf` until the group is written.
+    entries: Vec<Entry>,
+    /// Why the group cannot be written, if indexing a record failed.
+    failed: Option<StorageError>,
     answers: Vec<Answer>,
     /// The requests' encoded size, roughly.
     bytes: usize,
@@ -248,11 +266,20 @@ struct Building {
     work: Duration,
 }
 
-/// A record of the group being built, with its position and its offset in the group buffer.
+/// A record of the group being built, with its position.
 struct Encoded {
     record: PlannedRecord,
     position: Position,
-    offset_in_group: u64,
+}
+
+/// What a record is the last of, among a request's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// The request (its transaction).
+    Request,
+    /// Its stream's run of records in the request.
+    Stream,
+    Nothing,
 }
 
 impl Encoded {
@@ -298,12 +325,12 @@ struct WrittenLog {
 impl Writer {
     /// Waits for a request, then takes everything else already queued (up to
     /// `group_max_bytes`), planning and encoding each as it comes, and writes the group;
-    /// returns its sync, or `None` once the engine is closing. Appenders answered by the
-    /// last group are usually about to send again, so a group much smaller than the last
-    /// one waits a moment for them (a fraction of the time the last group took to build),
-    /// and builds what has come meanwhile.
+    /// returns its sync, or `None` once the engine is closing. The appenders the last group
+    /// answered are usually about to send again, so a group smaller than the last one waits
+    /// a moment for them ([`MAX_LINGER`]) and builds what has come meanwhile: a straggler
+    /// left out would wait a whole sync for the next group.
     fn lead(&mut self) -> Option<Option<SyncJob>> {
-        let first = self.requests.blocking_recv()?;
+        let first = self.first_request()?;
         let mut group = match self.begin() {
             Ok(group) => group,
             Err(e) => {
@@ -312,26 +339,37 @@ impl Writer {
             }
         };
         let limit = self.shared.config.group_max_bytes;
-        let previous = self.previous_requests;
-        let deadline = Instant::now() + (self.previous_build / 4).min(MAX_LINGER);
+        let wanted = self.previous_requests;
+        let deadline = Instant::now() + self.linger;
         self.add(&mut group, first);
-        let mut target = None;
         while group.bytes < limit {
             match self.requests.try_recv() {
                 Ok(request) => self.add(&mut group, request),
-                Err(_) => {
-                    // What was already queued, plus the appenders the last group answered.
-                    let requests = group.answers.len();
-                    let wanted = *target.get_or_insert(requests + previous);
-                    if previous < 2 || requests >= wanted || Instant::now() >= deadline {
-                        break;
-                    }
-                    std::thread::yield_now();
-                }
+                Err(_) if group.answers.len() >= wanted || Instant::now() >= deadline => break,
+                Err(_) => std::thread::yield_now(),
             }
         }
         self.previous_requests = group.answers.len();
         Some(self.finish(group))
+    }
+
+    /// The next group's first request. Right after a group was written the leader spins for
+    /// it a while ([`FIRST_REQUEST_SPIN`]), yielding its CPU to anything else runnable, then
+    /// parks; an engine that has been idle parks at once.
+    fn first_request(&mut self) -> Option<Request> {
+        let spin_until = self.last_written.map(|at| at + FIRST_REQUEST_SPIN);
+        loop {
+            match self.requests.try_recv() {
+                Ok(request) => return Some(request),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty)
+                    if spin_until.is_some_and(|until| Instant::now() < until) =>
+                {
+                    std::thread::yield_now();
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return self.requests.blocking_recv(),
+            }
+        }
     }
 
     /// Starts a group; fails if the engine is poisoned (also while it waits for the groups
@@ -361,6 +399,8 @@ impl Writer {
             pending: Pending::default(),
             buf,
             encoded: Vec::with_capacity(self.previous_events),
+            entries: Vec::with_capacity(self.previous_events * 3),
+            failed: None,
             answers: Vec::with_capacity(self.previous_requests + 1),
             bytes: 0,
             queued: Duration::ZERO,
@@ -392,25 +432,82 @@ impl Writer {
             self.next_position += records.len() as u64;
             let positions: Vec<Position> = (first..self.next_position).map(Position).collect();
             group.pending.apply(&records, first);
-            let last = records.len().saturating_sub(1);
-            for (i, (record, &position)) in records.into_iter().zip(&positions).enumerate() {
-                let offset_in_group = group.buf.len() as u64;
-                let mark = RecordMark {
-                    position,
-                    synced_before: group.synced_before,
-                    created: group.created,
+            let mut records = records.into_iter().zip(&positions).peekable();
+            while let Some((record, &position)) = records.next() {
+                let next = records.peek().map(|(next, _)| &next.stream);
+                let ends = match next {
+                    None => Ends::Request,
+                    Some(next) if *next != record.stream => Ends::Stream,
+                    Some(_) => Ends::Nothing,
                 };
-                encode(&record, mark, i == last, &mut group.buf);
-                group.encoded.push(Encoded {
-                    record,
-                    position,
-                    offset_in_group,
-                });
+                self.push_record(group, record, position, ends);
             }
             plan.results(&positions)
         });
         group.answers.push((request.reply, result));
         group.work += planning.elapsed();
+    }
+
+    /// Encodes a planned record into the group, with its index entries and, where it is the
+    /// last of its stream in the request, the stream's new state.
+    fn push_record(
+        &mut self,
+        group: &mut Building,
+        record: PlannedRecord,
+        position: Position,
+        ends: Ends,
+    ) {
+        let offset_in_group = group.buf.len() as u64;
+        let mark = RecordMark {
+            position,
+            synced_before: group.synced_before,
+            created: group.created,
+        };
+        encode(&record, mark, ends == Ends::Request, &mut group.buf);
+        self.index(group, &record, position, offset_in_group);
+        let record = Encoded { record, position };
+        // A batch's records share their stream: only its last state is kept.
+        if ends != Ends::Nothing || record.restricts() {
+            let state = StreamState {
+                last_revision: Some(record.record.revision),
+                last_event_id: Some(record.record.event.id),
+                tombstoned: record.record.tombstone,
+            };
+            self.states.insert(record.record.stream.clone(), state);
+        }
+        group.encoded.push(record);
+    }
+
+    /// Adds a record's index entries to the group, addressed by its offset in the group
+    /// (the group's place in the log is known once it is written). Building them as the
+    /// group is built keeps them off the path from its last request to its sync.
+    fn index(
+        &mut self,
+        group: &mut Building,
+        record: &PlannedRecord,
+        position: Position,
+        offset: u64,
+    ) {
+        if group.failed.is_some() {
+            return;
+        }
+        let indexed = IndexedRecord {
+            stream: &record.stream,
+            event_type: &record.event.event_type,
+            revision: record.revision,
+            position: position.0,
+            address: offset,
+            first_in_segment: position == self.segment.base,
+        };
+        if let Err(e) = entries_for(
+            &self.shared.index,
+            &indexed,
+            &mut self.keys,
+            &mut self.seqs,
+            &mut group.entries,
+        ) {
+            group.failed = Some(e);
+        }
     }
 
     /// Writes a built group and queues it for its answers; returns its sync, for the caller
@@ -423,6 +520,8 @@ impl Writer {
             created,
             buf,
             encoded,
+            entries,
+            failed,
             answers,
             pending,
             queued,
@@ -430,10 +529,10 @@ impl Writer {
             work,
             ..
         } = group;
-        let written = if buf.is_empty() {
-            Ok(None)
-        } else {
-            self.write_group(&buf, &encoded, created).map(Some)
+        let written = match failed {
+            Some(e) => Err(e),
+            None if buf.is_empty() => Ok(None),
+            None => self.write_group(&buf, &encoded, entries, created).map(Some),
         };
         if buf.capacity() <= GROUP_BUFFER_KEPT {
             self.buf = buf;
@@ -455,6 +554,7 @@ impl Writer {
         self.previous_build = work + writing.elapsed();
         self.previous_events = encoded.len();
         let written_at = Instant::now();
+        self.last_written = Some(written_at);
         let requests = answers.len() as u32;
         // Each request was being built from when it was planned until the group was written.
         let building = (written_at.saturating_duration_since(started) * requests)
@@ -494,6 +594,7 @@ impl Writer {
             records,
         });
         let mut finisher = self.finisher.lock();
+        self.linger = finisher.last_sync.min(MAX_LINGER);
         if job.is_some() && !finisher.queue.is_empty() {
             self.shared.stats.overlapped.fetch_add(1, Relaxed);
         }
@@ -509,22 +610,38 @@ impl Writer {
         job
     }
 
-    /// Writes a group to the log (without syncing it) and prepares what publishing it takes.
+    /// Writes a group to the log (without syncing it) and prepares what publishing it takes:
+    /// its index entries get their addresses.
     fn write_group(
         &mut self,
         buf: &[u8],
         encoded: &[Encoded],
+        mut entries: Vec<Entry>,
         created: Timestamp,
     ) -> Result<WrittenLog, StorageError> {
         let len = buf.len() as u64;
+        let group_start = encoded.first().map_or(self.next_position, |e| e.position.0);
         if self.offset > SEGMENT_HEADER_LEN && self.offset + len > self.shared.config.segment_bytes
         {
             // A new segment is not the last one any more once a later group lands in it, so
             // everything in the current one must be synced first (recovery cuts torn tails
             // only in the last segment).
-            let group_start = encoded.first().map_or(self.next_position, |e| e.position.0);
             self.wait_until_published(group_start)?;
             self.roll(group_start)?;
+            // The group's first record is its new segment's first: always in the sparse index.
+            let all = key_hash(KeyKind::All, "");
+            if !entries
+                .iter()
+                .any(|e| e.key == all && e.position == group_start)
+            {
+                let first = Entry {
+                    key: all,
+                    seq: group_start,
+                    position: group_start,
+                    address: 0,
+                };
+                entries.insert(0, first);
+            }
         }
         // After a failed sync of a group in flight, nothing more is written.
         if let Some(poisoned) = self.shared.poisoned() {
@@ -539,67 +656,34 @@ impl Writer {
                 )
             })?;
         self.zero_ahead(len);
-        let (entries, sparse) = self.index_entries(encoded)?;
-        self.offset += len;
-        let records = encoded.len() as u64;
-        let mut restricting = Vec::new();
-        for (i, e) in encoded.iter().enumerate() {
-            let state = StreamState {
-                last_revision: Some(e.record.revision),
-                last_event_id: Some(e.record.event.id),
-                tombstoned: e.record.tombstone,
-            };
-            // A batch's records share their stream: only its last state is kept.
-            let last_of_stream = encoded
-                .get(i + 1)
-                .is_none_or(|next| next.record.stream != e.record.stream);
-            if e.restricts() || last_of_stream {
-                self.states.insert(e.record.stream.clone(), state);
-            }
-            if e.restricts() {
-                let event = recorded(e.record.clone(), e.position, created);
-                restricting.push((event, e.record.tombstone));
+        let all = key_hash(KeyKind::All, "");
+        let mut sparse = Vec::new();
+        for entry in &mut entries {
+            entry.address = log::address(self.segment.number, self.offset + entry.address);
+            if entry.key == all {
+                sparse.push((entry.position, entry.address));
             }
         }
+        self.offset += len;
+        let restricting = encoded
+            .iter()
+            .filter(|e| e.restricts())
+            .map(|e| {
+                (
+                    recorded(e.record.clone(), e.position, created),
+                    e.record.tombstone,
+                )
+            })
+            .collect();
         Ok(WrittenLog {
             segment: Arc::clone(&self.segment),
             end_offset: self.offset,
             end_position: self.next_position,
-            records,
+            records: encoded.len() as u64,
             entries,
             sparse,
             restricting,
         })
-    }
-
-    /// The index entries of a group about to be written at `self.offset`, and its `$all`
-    /// sparse entries.
-    fn index_entries(&mut self, encoded: &[Encoded]) -> Result<(Vec<Entry>, Sparse), StorageError> {
-        let all = key_hash(KeyKind::All, "");
-        let mut entries = Vec::with_capacity(encoded.len() * 3);
-        for e in encoded {
-            let record = IndexedRecord {
-                stream: &e.record.stream,
-                event_type: &e.record.event.event_type,
-                revision: e.record.revision,
-                position: e.position.0,
-                address: log::address(self.segment.number, self.offset + e.offset_in_group),
-                first_in_segment: e.position == self.segment.base,
-            };
-            entries_for(
-                &self.shared.index,
-                &record,
-                &mut self.keys,
-                &mut self.seqs,
-                &mut entries,
-            )?;
-        }
-        let sparse = entries
-            .iter()
-            .filter(|n| n.key == all)
-            .map(|n| (n.position, n.address))
-            .collect();
-        Ok((entries, sparse))
     }
 
     /// Starts the caches over when they grew too large. They cover the groups in flight,

@@ -102,11 +102,13 @@ impl ZeroFill {
     }
 
     /// Keeps zeros ahead of `end`, where the log ends after the group just written: when
-    /// less than [`LOW_WATER`] is left, asks for the next [`CHUNK`] (never past `limit`).
+    /// less than [`LOW_WATER`] is left of what was asked for, asks for the next [`CHUNK`]
+    /// (never past `limit`). Asking once per chunk, not while the filler works towards it,
+    /// spares the leader a wake-up call per group (~6 µs each at W1's 64 writers).
     pub fn keep_ahead(&self, end: u64, limit: u64) {
-        let file_len = self.file_len();
-        if end + LOW_WATER > file_len {
-            self.want((file_len + CHUNK).min(limit));
+        let asked = self.ahead.target.load(Acquire).max(self.file_len());
+        if end + LOW_WATER > asked {
+            self.want((asked + CHUNK).min(limit));
         }
     }
 
@@ -236,6 +238,31 @@ mod tests {
         // The filler finished its last target before it stopped.
         assert_eq!(bytes.len() as u64, offset + 4 * PIECE);
         assert!(bytes[offset as usize..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn keep_ahead_asks_for_each_chunk_once() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let segment = segment(dir.path(), 0);
+        let (fill, filler) = ZeroFill::start(Arc::clone(&segment), SEGMENT_HEADER_LEN).unwrap();
+        let target = || fill.ahead.target.load(Acquire);
+        fill.keep_ahead(SEGMENT_HEADER_LEN + 100, u64::MAX);
+        let first = target();
+        assert_eq!(first, SEGMENT_HEADER_LEN + CHUNK);
+        // Groups ending short of the chunk's low-water mark ask for nothing more, however far
+        // the filler has got.
+        for end in (SEGMENT_HEADER_LEN..=first - LOW_WATER).step_by(4096) {
+            fill.keep_ahead(end, u64::MAX);
+            assert_eq!(target(), first, "asked again at {end}");
+        }
+        fill.keep_ahead(first - LOW_WATER + 1, u64::MAX);
+        assert_eq!(target(), first + CHUNK);
+        // Never past the limit.
+        fill.keep_ahead(first + CHUNK, first + CHUNK + 10);
+        assert_eq!(target(), first + CHUNK + 10);
+        drop(fill);
+        filler.join().unwrap();
+        assert_eq!(contents(&segment).len() as u64, first + CHUNK + 10);
     }
 
     #[test]
