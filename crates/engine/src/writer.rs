@@ -54,12 +54,6 @@ use crate::zero_fill::ZeroFill;
 /// than the last sync took: a straggler left for the next group waits about that long).
 const MAX_LINGER: Duration = Duration::from_micros(200);
 
-/// How long a leader spins for its group's first request before it parks, once a group has
-/// just been written: the appenders it answers are about to send again, and a parked leader
-/// starts building only after a wake-up (~15-30 µs on the development VM, more when its CPU
-/// was idle), with every appender's request waiting behind it.
-const FIRST_REQUEST_SPIN: Duration = Duration::from_micros(250);
-
 /// Zero-filled space is kept ahead of the log ([`Writer::zero_ahead`]) while recent groups
 /// averaged at most this many bytes.
 const ZERO_FILL_GROUP_MAX: u64 = 128 << 10;
@@ -139,7 +133,6 @@ pub(crate) fn start(
         previous_events: 0,
         previous_build: Duration::ZERO,
         linger: Duration::ZERO,
-        last_written: None,
         recent_group_bytes: 0,
         seqs: HashMap::default(),
         keys: KeyHashes::default(),
@@ -215,8 +208,6 @@ struct Writer {
     /// How long a group waits for the last group's appenders: [`MAX_LINGER`], or the last
     /// sync's length if shorter (zero when groups are not synced).
     linger: Duration,
-    /// When the last group was written.
-    last_written: Option<Instant>,
     /// Moving average of the groups' sizes, in bytes (see [`Writer::zero_ahead`]).
     recent_group_bytes: u64,
     /// Next sequence number per category / event-type key (only the writer assigns them),
@@ -330,7 +321,7 @@ impl Writer {
     /// a moment for them ([`MAX_LINGER`]) and builds what has come meanwhile: a straggler
     /// left out would wait a whole sync for the next group.
     fn lead(&mut self) -> Option<Option<SyncJob>> {
-        let first = self.first_request()?;
+        let first = self.requests.blocking_recv()?;
         let mut group = match self.begin() {
             Ok(group) => group,
             Err(e) => {
@@ -351,25 +342,6 @@ impl Writer {
         }
         self.previous_requests = group.answers.len();
         Some(self.finish(group))
-    }
-
-    /// The next group's first request. Right after a group was written the leader spins for
-    /// it a while ([`FIRST_REQUEST_SPIN`]), yielding its CPU to anything else runnable, then
-    /// parks; an engine that has been idle parks at once.
-    fn first_request(&mut self) -> Option<Request> {
-        let spin_until = self.last_written.map(|at| at + FIRST_REQUEST_SPIN);
-        loop {
-            match self.requests.try_recv() {
-                Ok(request) => return Some(request),
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
-                Err(mpsc::error::TryRecvError::Empty)
-                    if spin_until.is_some_and(|until| Instant::now() < until) =>
-                {
-                    std::thread::yield_now();
-                }
-                Err(mpsc::error::TryRecvError::Empty) => return self.requests.blocking_recv(),
-            }
-        }
     }
 
     /// Starts a group; fails if the engine is poisoned (also while it waits for the groups
@@ -554,7 +526,6 @@ impl Writer {
         self.previous_build = work + writing.elapsed();
         self.previous_events = encoded.len();
         let written_at = Instant::now();
-        self.last_written = Some(written_at);
         let requests = answers.len() as u32;
         // Each request was being built from when it was planned until the group was written.
         let building = (written_at.saturating_duration_since(started) * requests)
