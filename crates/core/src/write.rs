@@ -144,19 +144,23 @@ fn validate_append(writes: &[StreamWrite], limits: &Limits) -> Result<(), Invali
     Ok(())
 }
 
-/// Tells whether values were seen before: a scan while there are few (most appends carry a
-/// single event to a single stream, and validation runs for every one), a hash set beyond.
+/// Tells whether values were seen before: a scan of an array on the stack while there are
+/// few (most appends carry a single event to a single stream, and validation runs for every
+/// one, in the caller's task), a hash set beyond.
 enum Distinct<T> {
-    Few(Vec<T>),
+    Few { seen: [Option<T>; FEW], len: usize },
     Many(HashSet<T>),
 }
 
-impl<T: Eq + std::hash::Hash> Distinct<T> {
-    const FEW: usize = 16;
+const FEW: usize = 16;
 
+impl<T: Copy + Eq + std::hash::Hash> Distinct<T> {
     fn new(expected: usize) -> Self {
-        if expected <= Self::FEW {
-            Self::Few(Vec::with_capacity(expected))
+        if expected <= FEW {
+            Self::Few {
+                seen: [None; FEW],
+                len: 0,
+            }
         } else {
             Self::Many(HashSet::with_capacity(expected))
         }
@@ -165,9 +169,19 @@ impl<T: Eq + std::hash::Hash> Distinct<T> {
     /// False if `value` was inserted before.
     fn insert(&mut self, value: T) -> bool {
         match self {
-            Self::Few(seen) if seen.contains(&value) => false,
-            Self::Few(seen) => {
-                seen.push(value);
+            Self::Few { seen, len } => {
+                if seen[..*len].contains(&Some(value)) {
+                    return false;
+                }
+                if let Some(slot) = seen.get_mut(*len) {
+                    *slot = Some(value);
+                    *len += 1;
+                    return true;
+                }
+                // More values than announced: keep counting in a set.
+                let mut set: HashSet<T> = seen.iter().flatten().copied().collect();
+                set.insert(value);
+                *self = Self::Many(set);
                 true
             }
             Self::Many(seen) => seen.insert(value),
@@ -262,6 +276,16 @@ impl Plan {
     /// One result per stream write of the request (one in all for metadata, delete and
     /// tombstone), given the positions assigned to `records`.
     pub fn results(&self, positions: &[Position]) -> Vec<AppendResult> {
+        self.results_with(|i| positions.get(i).copied())
+    }
+
+    /// [`Plan::results`] where `records` were given consecutive positions from `first`
+    /// (they may have been taken out of the plan since).
+    pub fn results_from(&self, first: Position) -> Vec<AppendResult> {
+        self.results_with(|i| Some(Position(first.0 + i as u64)))
+    }
+
+    fn results_with(&self, position: impl Fn(usize) -> Option<Position>) -> Vec<AppendResult> {
         self.outcomes
             .iter()
             .map(|outcome| match *outcome {
@@ -271,10 +295,7 @@ impl Plan {
                     last_revision,
                 } => AppendResult {
                     current_revision: CurrentRevision::Current(last_revision),
-                    positions: positions
-                        .get(first)
-                        .zip(positions.get(first + count - 1))
-                        .map(|(a, b)| (*a, *b)),
+                    positions: position(first).zip(position(first + count - 1)),
                 },
                 Outcome::Duplicate(result) => result,
                 Outcome::Unchanged(current) => AppendResult {
@@ -294,7 +315,11 @@ impl Plan {
         let first = self.records.len();
         let count = records.len();
         let last_revision = records.last().map_or(0, |r| r.revision);
-        self.records.extend(records);
+        if self.records.is_empty() {
+            self.records = records;
+        } else {
+            self.records.extend(records);
+        }
         self.outcomes.push(Outcome::Written {
             first,
             count,
@@ -585,6 +610,39 @@ mod tests {
             )]),
             Ok(())
         );
+    }
+
+    #[test]
+    fn distinct_keeps_counting_past_what_was_announced() {
+        let mut seen = Distinct::new(2);
+        for value in 0..40u32 {
+            assert!(seen.insert(value), "{value} is new");
+        }
+        for value in [0, 15, 16, 39] {
+            assert!(!seen.insert(value), "{value} was seen");
+        }
+    }
+
+    #[test]
+    fn results_from_a_first_position_equal_results_from_the_positions() {
+        let mut plan = Plan::default();
+        let record = |revision| PlannedRecord {
+            stream: StreamName::new("s-1").unwrap(),
+            revision,
+            event: event("1"),
+            tombstone: false,
+        };
+        plan.push_written(vec![record(0), record(1)]);
+        plan.outcomes
+            .push(Outcome::Unchanged(CurrentRevision::NoStream));
+        plan.push_written(vec![record(7)]);
+        let positions = [Position(40), Position(41), Position(42)];
+        let expected = plan.results(&positions);
+        assert_eq!(expected[0].positions, Some((Position(40), Position(41))));
+        assert_eq!(expected[2].positions, Some((Position(42), Position(42))));
+        // Also once the records were taken out, as the engine's writer does.
+        plan.records.clear();
+        assert_eq!(plan.results_from(Position(40)), expected);
     }
 
     #[test]

@@ -104,11 +104,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let syncs = (stats.syncs - before.syncs) as f64;
     println!(
         "annals: {writers} writers x {batch}-event appends, {:.0} events/s, {:.0} fsyncs/s, {:.1} events per group commit \
-         ({:.1}x the machine's fdatasync rate)",
+         ({:.1}x the machine's fdatasync rate; {:.0}% of groups written while another was syncing)",
         events / elapsed,
         syncs / elapsed,
         events / syncs.max(1.0),
-        (events / elapsed) / machine
+        (events / elapsed) / machine,
+        100.0 * (stats.overlapped - before.overlapped) as f64
+            / (stats.groups - before.groups).max(1) as f64
     );
     let requests = (stats.requests - before.requests).max(1) as f64;
     let appends = events / batch as f64;

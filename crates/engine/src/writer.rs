@@ -402,10 +402,9 @@ impl Writer {
             let records = std::mem::take(&mut plan.records);
             let first = self.next_position;
             self.next_position += records.len() as u64;
-            let positions: Vec<Position> = (first..self.next_position).map(Position).collect();
             group.pending.apply(&records, first);
-            let mut records = records.into_iter().zip(&positions).peekable();
-            while let Some((record, &position)) = records.next() {
+            let mut records = records.into_iter().zip((first..).map(Position)).peekable();
+            while let Some((record, position)) = records.next() {
                 let next = records.peek().map(|(next, _)| &next.stream);
                 let ends = match next {
                     None => Ends::Request,
@@ -414,7 +413,7 @@ impl Writer {
                 };
                 self.push_record(group, record, position, ends);
             }
-            plan.results(&positions)
+            plan.results_from(Position(first))
         });
         group.answers.push((request.reply, result));
         group.work += planning.elapsed();
