@@ -95,6 +95,24 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
             "{key} in {machine}"
         );
     }
+    // How an idle CPU waits, as the kernel reports it (null where it reports nothing).
+    let driver = std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
+        .ok()
+        .map(|d| d.trim().to_owned());
+    assert_eq!(
+        machine["cpuidle_driver"].as_str(),
+        driver.as_deref(),
+        "{machine}"
+    );
+    let halt_poll = std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        .ok()
+        .filter(|_| driver.as_deref() == Some("haltpoll"))
+        .and_then(|ns| ns.trim().parse::<f64>().ok());
+    assert_eq!(
+        number(machine, "guest_halt_poll_ns"),
+        halt_poll,
+        "{machine}"
+    );
     // `annals` leaves one CPU to the engine's threads.
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         let cpus = number(machine, "cpus").unwrap_or(0.0);

@@ -1,13 +1,14 @@
 //! The machine's own limits, measured first: fdatasync rate, the latency of a small durable
-//! overwrite with one and two in flight, sequential write bandwidth, and how long waking a
-//! sleeping thread takes (every group commit hands work between threads).
+//! overwrite with one and two in flight, sequential write bandwidth, how long waking a
+//! sleeping thread takes (every group commit hands work between threads), and how an idle
+//! CPU waits (which decides how long such a wake-up takes on a virtual machine).
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
 /// What the disk can do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Machine {
     pub(crate) fdatasync_per_s: f64,
     /// Mean latency of a 16 KiB overwrite + fdatasync of already written blocks (what a
@@ -20,6 +21,51 @@ pub(crate) struct Machine {
     /// leaves one CPU to the engine's threads).
     pub(crate) cpus: usize,
     pub(crate) runtime_workers: usize,
+    pub(crate) idle: IdlePolling,
+}
+
+/// How an idle CPU waits for work: the kernel's cpuidle driver and, for a KVM guest's
+/// `haltpoll` driver, how long it polls before it halts. A halted virtual CPU takes tens of
+/// µs to wake (an interrupt through the hypervisor); W1's group commit wakes an idle thread
+/// two or three times per group, so this setting moves W1 more than the disk does (README,
+/// Performance).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdlePolling {
+    /// `/sys/devices/system/cpu/cpuidle/current_driver`, where the kernel has one.
+    pub(crate) driver: Option<String>,
+    /// `/sys/module/haltpoll/parameters/guest_halt_poll_ns` under the `haltpoll` driver.
+    pub(crate) halt_poll_ns: Option<u64>,
+}
+
+impl IdlePolling {
+    fn read() -> Self {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|s| s.trim().to_owned())
+        };
+        let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
+        let halt_poll_ns = driver
+            .as_deref()
+            .filter(|d| *d == "haltpoll")
+            .and_then(|_| read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"))
+            .and_then(|ns| ns.parse().ok());
+        Self {
+            driver,
+            halt_poll_ns,
+        }
+    }
+
+    /// `cpuidle haltpoll, polls 0 µs before halting`.
+    pub(crate) fn describe(&self) -> String {
+        match (&self.driver, self.halt_poll_ns) {
+            (None, _) => "cpuidle: none reported".to_owned(),
+            (Some(driver), Some(ns)) => {
+                format!("cpuidle {driver}, polls {} µs before halting", ns / 1000)
+            }
+            (Some(driver), None) => format!("cpuidle {driver}"),
+        }
+    }
 }
 
 /// Writes every dirty page of the machine to disk, so that the next measurement does not
@@ -69,6 +115,7 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         runtime_workers: tokio::runtime::Handle::try_current()
             .map_or(0, |h| h.metrics().num_workers()),
+        idle: IdlePolling::read(),
     })
 }
 

@@ -44,7 +44,7 @@ impl Report {
         println!(
             "machine  fdatasync {:.0}/s   16 KiB overwrite + fdatasync {:.0} µs (2 in flight: \
              {:.0} µs each)   sequential write {:.0} MiB/s   thread wake-up {:.1} µs   \
-             runtime: {} tokio worker(s) on {} CPUs",
+             runtime: {} tokio worker(s) on {} CPUs   idle: {}",
             m.fdatasync_per_s,
             m.overwrite_sync_us[0],
             m.overwrite_sync_us[1],
@@ -52,6 +52,7 @@ impl Report {
             m.wake_up_us,
             m.runtime_workers,
             m.cpus,
+            m.idle.describe(),
         );
         self.lines.push(json!({
             "workload": "machine", "variant": null, "system": "machine",
@@ -60,6 +61,7 @@ impl Report {
             "overwrite_sync_us_2_in_flight": m.overwrite_sync_us[1],
             "wake_up_us": m.wake_up_us,
             "cpus": m.cpus, "runtime_workers": m.runtime_workers,
+            "cpuidle_driver": m.idle.driver, "guest_halt_poll_ns": m.idle.halt_poll_ns,
             "events_per_s": null, "p50_ms": null, "p99_ms": null, "ratio_vs_postgres": null,
         }));
     }
