@@ -590,16 +590,16 @@ impl Writer {
         created: Timestamp,
     ) -> Result<WrittenLog, StorageError> {
         let len = buf.len() as u64;
-        let group_start = encoded.first().map_or(self.next_position, |e| e.position.0);
+        let all = key_hash(KeyKind::All, "");
         if self.offset > SEGMENT_HEADER_LEN && self.offset + len > self.shared.config.segment_bytes
         {
             // A new segment is not the last one any more once a later group lands in it, so
             // everything in the current one must be synced first (recovery cuts torn tails
             // only in the last segment).
+            let group_start = encoded.first().map_or(self.next_position, |e| e.position.0);
             self.wait_until_published(group_start)?;
             self.roll(group_start)?;
             // The group's first record is its new segment's first: always in the sparse index.
-            let all = key_hash(KeyKind::All, "");
             if !entries
                 .iter()
                 .any(|e| e.key == all && e.position == group_start)
@@ -626,7 +626,6 @@ impl Writer {
                 )
             })?;
         self.zero_ahead(len);
-        let all = key_hash(KeyKind::All, "");
         let mut sparse = Vec::new();
         for entry in &mut entries {
             entry.address = log::address(self.segment.number, self.offset + entry.address);
