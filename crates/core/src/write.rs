@@ -329,20 +329,21 @@ impl Plan {
 }
 
 /// The writer-facing state of a stream: its current revision, or `StreamDeleted`.
+///
+/// The metadata comes boxed: it is rarely set, and held unboxed across the planner's awaits
+/// it would make every planning future a few hundred bytes larger, all moved per request.
 async fn current<V: StreamView>(
     view: &mut V,
     stream: &StreamName,
-) -> Result<(StreamState, Option<StreamMetadata>, CurrentRevision), AppendError> {
+) -> Result<(StreamState, Option<Box<StreamMetadata>>, CurrentRevision), AppendError> {
     let state = view.stream_state(stream).await?;
     if state.tombstoned {
         return Err(AppendError::StreamDeleted {
             stream: stream.clone(),
         });
     }
-    let metadata = view.metadata(stream).await?;
-    let soft_deleted = metadata
-        .as_ref()
-        .is_some_and(StreamMetadata::is_soft_deleted);
+    let metadata = view.metadata(stream).await?.map(Box::new);
+    let soft_deleted = metadata.as_ref().is_some_and(|m| m.is_soft_deleted());
     let current = match state.last_revision {
         Some(r) if !soft_deleted => CurrentRevision::Current(r),
         _ => CurrentRevision::NoStream,
@@ -381,17 +382,16 @@ pub async fn plan<V: StreamView>(view: &mut V, request: WriteRequest) -> Result<
             metadata,
         } => {
             current(view, &stream).await?;
-            let metadata = *metadata;
             let record = metadata_record(view, &stream, expected, &metadata).await?;
             plan.push_written(vec![record]);
         }
         WriteRequest::Delete { stream, expected } => {
             let (_, metadata, actual) = current(view, &stream).await?;
             check(&stream, expected, actual)?;
-            let metadata = StreamMetadata {
+            let metadata = Box::new(StreamMetadata {
                 truncate_before: Some(SOFT_DELETED_TRUNCATE_BEFORE),
-                ..metadata.unwrap_or_default()
-            };
+                ..metadata.map(|m| *m).unwrap_or_default()
+            });
             let record = metadata_record(view, &stream, ExpectedRevision::Any, &metadata).await?;
             plan.push_written(vec![record]);
         }
@@ -432,12 +432,12 @@ async fn plan_stream_write<V: StreamView>(
         return Ok(());
     }
     let first_revision = state.last_revision.map_or(0, |r| r + 1);
-    if let Some(metadata) = metadata.filter(StreamMetadata::is_soft_deleted) {
+    if let Some(metadata) = metadata.filter(|m| m.is_soft_deleted()) {
         // Re-creating a soft-deleted stream: revisions continue, the old events stay hidden.
-        let revived = StreamMetadata {
+        let revived = Box::new(StreamMetadata {
             truncate_before: Some(first_revision),
-            ..metadata
-        };
+            ..*metadata
+        });
         let record = metadata_record(view, &stream, ExpectedRevision::Any, &revived).await?;
         plan.records.push(record);
     }
