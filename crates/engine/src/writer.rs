@@ -215,7 +215,8 @@ struct Writer {
     seqs: HashMap<u64, u64>,
     keys: KeyHashes,
     /// Last state of recently written streams (only the writer changes them), including the
-    /// groups in flight.
+    /// groups in flight and the group being built (a failed group poisons the engine, so
+    /// states it planned are never read).
     states: HashMap<StreamName, StreamState>,
     /// What the groups handed to the finisher planned, oldest first, with the position after
     /// each; they may not be published yet.
@@ -368,7 +369,10 @@ impl Writer {
             group_start: self.next_position,
             synced_before,
             created: self.shared.config.clock.now(),
-            pending: Pending::default(),
+            pending: Pending {
+                records: Vec::with_capacity(self.previous_events),
+                metadata: HashMap::default(),
+            },
             buf,
             encoded: Vec::with_capacity(self.previous_events),
             entries: Vec::with_capacity(self.previous_events * 3),
@@ -994,51 +998,27 @@ fn encode(record: &PlannedRecord, mark: RecordMark, last: bool, buf: &mut Vec<u8
     );
 }
 
-/// What the group has planned so far, layered over the committed state.
+/// What a group planned that the index does not show until it is published. (Streams'
+/// new states go straight to [`Writer::states`].)
 #[derive(Default)]
 struct Pending {
-    streams: HashMap<StreamName, PendingStream>,
+    /// (stream, revision, id, position) of every record planned, in position order: one
+    /// list, not one per stream, as only a re-send check reads them back.
+    records: Vec<(StreamName, u64, Uuid, Position)>,
     metadata: HashMap<StreamName, StreamMetadata>,
 }
 
-struct PendingStream {
-    state: StreamState,
-    /// (revision, id, position) of the records planned in this group.
-    records: Vec<(u64, Uuid, Position)>,
-}
-
 impl Pending {
-    /// Adds a request's records, the first at position `first`. A batch's records share
-    /// their stream: one lookup per run of them.
+    /// Adds a request's records, the first at position `first`.
     fn apply(&mut self, records: &[PlannedRecord], first: u64) {
-        let positions = (first..).map(Position);
-        let mut records = records.iter().zip(positions).peekable();
-        while let Some((head, _)) = records.peek() {
-            let name = &head.stream;
-            let stream = match self.streams.get_mut(name) {
-                Some(stream) => stream,
-                None => self
-                    .streams
-                    .entry(name.clone())
-                    .or_insert_with(|| PendingStream {
-                        state: StreamState::default(),
-                        records: Vec::new(),
-                    }),
-            };
-            while let Some((record, position)) = records.next_if(|(r, _)| r.stream == *name) {
-                stream.state = StreamState {
-                    last_revision: Some(record.revision),
-                    last_event_id: Some(record.event.id),
-                    tombstoned: record.tombstone,
-                };
-                stream
-                    .records
-                    .push((record.revision, record.event.id, position));
-                if let Some(target) = record.stream.metadata_target()
-                    && let Ok(metadata) = StreamMetadata::from_bytes(&record.event.data)
-                {
-                    self.metadata.insert(target, metadata);
-                }
+        for (record, position) in records.iter().zip((first..).map(Position)) {
+            let stream = &record.stream;
+            self.records
+                .push((stream.clone(), record.revision, record.event.id, position));
+            if let Some(target) = stream.metadata_target()
+                && let Ok(metadata) = StreamMetadata::from_bytes(&record.event.data)
+            {
+                self.metadata.insert(target, metadata);
             }
         }
     }
@@ -1050,15 +1030,12 @@ struct GroupView<'a> {
     /// The groups being synced, oldest first: planned and written, perhaps not yet in the
     /// index.
     in_flight: &'a VecDeque<(u64, Pending)>,
-    /// Includes the groups in flight.
+    /// Includes the groups in flight and this one.
     states: &'a HashMap<StreamName, StreamState>,
 }
 
 impl StreamView for GroupView<'_> {
     async fn stream_state(&mut self, stream: &StreamName) -> Result<StreamState, StorageError> {
-        if let Some(pending) = self.pending.streams.get(stream) {
-            return Ok(pending.state);
-        }
         if let Some(state) = self.states.get(stream) {
             return Ok(*state);
         }
@@ -1116,10 +1093,7 @@ impl StreamView for GroupView<'_> {
         }
         let in_flight = self.in_flight.iter().map(|(_, p)| p);
         for planned in in_flight.chain(std::iter::once(&*self.pending)) {
-            let Some(planned) = planned.streams.get(stream) else {
-                continue;
-            };
-            for (revision, id, position) in &planned.records {
+            for (_, revision, id, position) in planned.records.iter().filter(|r| r.0 == *stream) {
                 if *revision == next && out.len() < count {
                     out.push((*id, *position));
                     next += 1;

@@ -124,6 +124,33 @@ async fn concurrent_appends_share_fsyncs_and_get_gap_free_positions() {
     );
 }
 
+/// A re-send queued beside its original is planned in the same group or while the original's
+/// group syncs, unpublished: the writer must find the original among the records it planned.
+#[tokio::test]
+async fn resends_beside_their_original_get_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    for s in 0..40 {
+        let name = stream(&format!("resent-{s}"));
+        let created = vec![event(1), event(2)];
+        let append = || engine.append(&name, ExpectedRevision::NoStream, created.clone());
+        let (a, b, c) = tokio::join!(append(), append(), append());
+        let a = a.unwrap();
+        assert_eq!(b.unwrap(), a, "stream {s}");
+        assert_eq!(c.unwrap(), a, "stream {s}");
+        let more = vec![event(3), event(4)];
+        let append = || engine.append(&name, a.next_expected(), more.clone());
+        let (d, e) = tokio::join!(append(), append());
+        assert_eq!(d.unwrap(), e.unwrap(), "stream {s}");
+        let read = engine
+            .read_stream(&name, ReadStreamOptions::forward())
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 4, "stream {s}");
+    }
+    assert_eq!(count_all(&engine).await, 160);
+}
+
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_earlier_data_kept() {
     let dir = tempfile::tempdir().unwrap();
