@@ -23,6 +23,7 @@
 pub mod clock;
 pub mod error;
 pub mod event;
+mod json_check;
 pub mod memory;
 pub mod metadata;
 pub mod name;

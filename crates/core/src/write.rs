@@ -193,12 +193,21 @@ fn check_json(event: &NewEvent) -> Result<(), InvalidInput> {
     if event.content_type != ContentType::Json || event.data.is_empty() {
         return Ok(());
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(&event.data)
-        .map(|_| ())
-        .map_err(|e| InvalidInput::InvalidJson {
-            event_id: event.id,
-            detail: e.to_string(),
-        })
+    if crate::json_check::is_json(&event.data) {
+        return Ok(());
+    }
+    // Refused: serde_json says what is wrong and where, or else it is the encoding.
+    let detail = match serde_json::from_slice::<serde::de::IgnoredAny>(&event.data) {
+        Err(e) => e.to_string(),
+        Ok(_) => match std::str::from_utf8(&event.data) {
+            Err(e) => format!("not UTF-8: {e}"),
+            Ok(_) => "not a JSON text".to_owned(),
+        },
+    };
+    Err(InvalidInput::InvalidJson {
+        event_id: event.id,
+        detail,
+    })
 }
 
 /// What a backend knows about one stream, for planning.

@@ -80,6 +80,17 @@ pub async fn malformed_events_are_refused<B: Backend>(backend: &B) {
         }
         other => panic!("expected InvalidJson, got {other:?}"),
     }
+    // JSON is UTF-8: a string holding other bytes is refused, and the detail says so.
+    let latin1 = NewEvent::json(ty("Placed"), &b"{\"city\": \"Z\xfcrich\"}"[..]);
+    let result = store
+        .append(&stream("order-1"), NoStream, vec![latin1])
+        .await;
+    match result {
+        Err(AppendError::Invalid(InvalidInput::InvalidJson { detail, .. })) => {
+            assert!(detail.contains("UTF-8"), "{detail}");
+        }
+        other => panic!("expected InvalidJson for a non-UTF-8 string, got {other:?}"),
+    }
     // The same bytes declared binary are fine, and so is empty JSON data.
     let binary = NewEvent::binary(ty("Blob"), r#"{"total": }"#);
     let empty = NewEvent::json(ty("Empty"), "");
