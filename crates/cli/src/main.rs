@@ -9,12 +9,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: appenders allocate on the runtime's threads and the
-/// committers free on theirs, and glibc's cross-thread frees were a fifth of the instructions
-/// per append (callgrind, `group_commit` 64 writers). See docs/performance.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Annals: an event store and event-driven data platform.
 #[derive(Debug, Parser)]
 #[command(version, about, propagate_version = true)]

@@ -11,10 +11,6 @@
 
 #![allow(clippy::unwrap_used)] // a measurement tool: any failure should stop it loudly
 
-/// The allocator `annals` runs with.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
