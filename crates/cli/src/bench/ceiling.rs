@@ -119,6 +119,24 @@ impl BareLog {
         best.ok_or_else(|| anyhow::anyhow!("no bare group-commit configuration to run"))
     }
 
+    /// The loop again with `variant`, in the configuration that made `best` (whose
+    /// committers and linger won its [`BareLog::ceiling`]).
+    pub(crate) async fn rerun(
+        &self,
+        writers: usize,
+        seconds: f64,
+        variant: Variant,
+        best: &Measured,
+    ) -> anyhow::Result<Measured> {
+        super::machine::settle_disk()?;
+        let config = Config {
+            committers: best.committers,
+            linger: best.linger,
+            variant,
+        };
+        self.run(writers, config, seconds).await
+    }
+
     async fn run(&self, writers: usize, config: Config, seconds: f64) -> anyhow::Result<Measured> {
         if !config.variant.zero_fill {
             let target = Target::Ring(Arc::clone(&self.file));

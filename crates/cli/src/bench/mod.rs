@@ -49,8 +49,8 @@ pub(crate) struct Args {
     /// Runs per measurement, of which the median is reported (default 5; 3 with `--quick`).
     #[arg(long)]
     repeats: Option<usize>,
-    /// Also run W1's bare group-commit ceiling zero-filling new space and with 2 µs of
-    /// leader CPU per event, apart and together: what each costs the bare loop.
+    /// Also run W1's bare group-commit ceilings with 2 µs of leader CPU per event,
+    /// overwriting and zero-filling new space: what a leader's work costs the bare loop.
     #[arg(long)]
     ceiling_variants: bool,
     /// Events in the W4 read and the W8 restart stores (default 3 M and 10 M; 1 M each with

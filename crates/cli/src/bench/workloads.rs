@@ -248,17 +248,31 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
     })
 }
 
+/// The bare group-commit loop's rates beside an append run (medians over the repeats).
+pub(crate) struct Ceilings {
+    /// Overwriting blocks written before the run: the machine's best case.
+    overwrite: Measured,
+    /// Writing new space zero-filled ahead by the engine's filler, as a log that grows must
+    /// (each byte then reaches the disk twice: as zeros, then as the log), in the
+    /// configuration that did best overwriting.
+    growing: Measured,
+}
+
 /// Repeats a fresh-directory append run; returns the median run, and with `bare` the
-/// median of the bare group-commit ceiling measured after each run (so both see the disk
-/// in the same state).
+/// medians of the bare group-commit ceilings measured after each run (so they see the
+/// disk in the same state).
 async fn repeated_append(
     ctx: &Context<'_>,
     writers: usize,
     batch: usize,
     bare: Option<&BareLog>,
-) -> anyhow::Result<(Run, Option<Measured>)> {
+) -> anyhow::Result<(Run, Option<Ceilings>)> {
     let mut runs = Vec::new();
-    let mut ceilings = Vec::new();
+    let (mut overwrite, mut growing) = (Vec::new(), Vec::new());
+    let growing_log = Variant {
+        zero_fill: true,
+        ..Variant::default()
+    };
     for _ in 0..ctx.plan.repeats {
         let (engine, dir) = fresh(ctx, "append")?;
         let counter = engine_counter(&engine);
@@ -275,17 +289,24 @@ async fn repeated_append(
         runs.push(run);
         discard(engine, dir);
         if let Some(bare) = bare {
-            ceilings.push(
-                bare.ceiling(writers, ctx.plan.seconds, Variant::default())
-                    .await?,
-            );
+            let seconds = ctx.plan.seconds;
+            let best = bare.ceiling(writers, seconds, Variant::default()).await?;
+            growing.push(bare.rerun(writers, seconds, growing_log, &best).await?);
+            overwrite.push(best);
         }
     }
     runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
     let middle = runs.len() / 2;
-    ceilings.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
-    let ceiling = (!ceilings.is_empty()).then(|| ceilings.swap_remove(ceilings.len() / 2));
-    Ok((runs.swap_remove(middle), ceiling))
+    let ceilings = median_measured(overwrite)
+        .zip(median_measured(growing))
+        .map(|(overwrite, growing)| Ceilings { overwrite, growing });
+    Ok((runs.swap_remove(middle), ceilings))
+}
+
+/// The median of the bare loop's runs, by rate.
+fn median_measured(mut runs: Vec<Measured>) -> Option<Measured> {
+    runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
+    (!runs.is_empty()).then(|| runs.swap_remove(runs.len() / 2))
 }
 
 fn pg_median(ctx: &Context<'_>, script: &str, clients: usize, per_tx: f64) -> Option<f64> {
@@ -334,7 +355,7 @@ async fn append_workload(
         } else {
             None
         };
-        let (run, ceiling) = repeated_append(ctx, writers, batch, bare.as_ref()).await?;
+        let (run, ceilings) = repeated_append(ctx, writers, batch, bare.as_ref()).await?;
         best = best.max(run.events_per_s);
         report.line(Line {
             workload,
@@ -354,16 +375,17 @@ async fn append_workload(
                     .map_or(String::new(), |c| format!("; {}", c.describe())),
                 run.stages
                     .map_or(String::new(), |s| format!("; {}", s.describe())),
-                ceiling.as_ref().map_or(String::new(), |c| format!(
-                    "; {:.0}% of the bare group-commit ceiling",
-                    100.0 * run.events_per_s / c.events_per_s
+                ceilings.as_ref().map_or(String::new(), |c| format!(
+                    "; {:.0}% of the bare group-commit ceiling, {:.0}% of a growing log's",
+                    100.0 * run.events_per_s / c.overwrite.events_per_s,
+                    100.0 * run.events_per_s / c.growing.events_per_s,
                 )),
             )),
             stages: run.stages,
             ..Line::default()
         });
-        if let (Some(bare), Some(ceiling)) = (bare, ceiling) {
-            ceiling_lines(ctx, report, &bare, ceiling, workload, &variant, writers).await?;
+        if let (Some(bare), Some(ceilings)) = (bare, ceilings) {
+            ceiling_lines(ctx, report, &bare, ceilings, workload, &variant, writers).await?;
         }
         report.line(Line {
             workload,
@@ -376,50 +398,39 @@ async fn append_workload(
     Ok(best)
 }
 
-/// The bare ceiling's line; with `--ceiling-variants`, the ceiling again with what a log
-/// that moves forward and a leader that plans and encodes add, one at a time and together
-/// (medians of `repeats`).
+/// The bare ceilings' lines; with `--ceiling-variants`, the ceiling again with the CPU a
+/// leader that plans and encodes adds, alone and in a growing log (medians of `repeats`).
 async fn ceiling_lines(
     ctx: &Context<'_>,
     report: &mut Report,
     bare: &BareLog,
-    ceiling: Measured,
+    ceilings: Ceilings,
     workload: &'static str,
     variant: &str,
     writers: usize,
 ) -> anyhow::Result<()> {
-    let how = match ceiling.committers {
-        1 => format!(
-            "1 committer in lock-step, lingering up to {:?}",
-            ceiling.linger
-        ),
-        n => format!("{n} committers, lingering up to {:?}", ceiling.linger),
-    };
-    report.line(Line {
+    let Ceilings { overwrite, growing } = ceilings;
+    report.line(ceiling_line(
         workload,
-        variant: format!("{variant}, bare group commit"),
-        system: "machine",
-        events_per_s: Some(ceiling.events_per_s),
-        extra: Some(format!(
-            "the machine's ceiling: the same queue, committer threads, record bytes, \
-             fdatasync per group and answers, without the engine's planning, encoding, index \
-             or publishing; best with {how}{}",
-            ceiling
-                .stages
-                .map_or(String::new(), |s| format!("; {}", s.describe())),
-        )),
-        stages: ceiling.stages,
-        ..Line::default()
-    });
+        format!("{variant}, bare group commit"),
+        &overwrite,
+        "the machine's ceiling: the same queue, committer threads, record bytes, fdatasync \
+         per group and answers, without the engine's planning, encoding, index or \
+         publishing, overwriting blocks written before the run",
+    ));
+    report.line(ceiling_line(
+        workload,
+        format!("{variant}, bare group commit, zero-filling new space"),
+        &growing,
+        "a growing log's ceiling: the same loop writing new space that the engine's filler \
+         zero-fills ahead, so that each group's fdatasync carries no file metadata, as the \
+         engine's log does",
+    ));
     if !ctx.plan.ceiling_variants {
         return Ok(());
     }
     let work = Duration::from_micros(2);
     let variants = [
-        Variant {
-            zero_fill: true,
-            leader_work: Duration::ZERO,
-        },
         Variant {
             zero_fill: false,
             leader_work: work,
@@ -447,6 +458,31 @@ async fn ceiling_lines(
         });
     }
     Ok(())
+}
+
+/// A bare ceiling's line: its rate, what it is, its best configuration and its stages.
+fn ceiling_line(workload: &'static str, variant: String, ceiling: &Measured, what: &str) -> Line {
+    let how = match ceiling.committers {
+        1 => format!(
+            "1 committer in lock-step, lingering up to {:?}",
+            ceiling.linger
+        ),
+        n => format!("{n} committers, lingering up to {:?}", ceiling.linger),
+    };
+    Line {
+        workload,
+        variant,
+        system: "machine",
+        events_per_s: Some(ceiling.events_per_s),
+        extra: Some(format!(
+            "{what}; best with {how}{}",
+            ceiling
+                .stages
+                .map_or(String::new(), |s| format!("; {}", s.describe())),
+        )),
+        stages: ceiling.stages,
+        ..Line::default()
+    }
 }
 
 pub(crate) async fn w1(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result<f64> {
