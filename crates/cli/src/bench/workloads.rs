@@ -417,6 +417,7 @@ async fn ceiling_lines(
         "the machine's ceiling: the same queue, committer threads, record bytes, fdatasync \
          per group and answers, without the engine's planning, encoding, index or \
          publishing, overwriting blocks written before the run",
+        "best with",
     ));
     report.line(ceiling_line(
         workload,
@@ -425,6 +426,7 @@ async fn ceiling_lines(
         "a growing log's ceiling: the same loop writing new space that the engine's filler \
          zero-fills ahead, so that each group's fdatasync carries no file metadata, as the \
          engine's log does",
+        "run as the overwriting ceiling's best, with",
     ));
     if !ctx.plan.ceiling_variants {
         return Ok(());
@@ -460,8 +462,15 @@ async fn ceiling_lines(
     Ok(())
 }
 
-/// A bare ceiling's line: its rate, what it is, its best configuration and its stages.
-fn ceiling_line(workload: &'static str, variant: String, ceiling: &Measured, what: &str) -> Line {
+/// A bare ceiling's line: its rate, what it is, the configuration it ran with (`chosen`
+/// says why) and its stages.
+fn ceiling_line(
+    workload: &'static str,
+    variant: String,
+    ceiling: &Measured,
+    what: &str,
+    chosen: &str,
+) -> Line {
     let how = match ceiling.committers {
         1 => format!(
             "1 committer in lock-step, lingering up to {:?}",
@@ -475,7 +484,7 @@ fn ceiling_line(workload: &'static str, variant: String, ceiling: &Measured, wha
         system: "machine",
         events_per_s: Some(ceiling.events_per_s),
         extra: Some(format!(
-            "{what}; best with {how}{}",
+            "{what}; {chosen} {how}{}",
             ceiling
                 .stages
                 .map_or(String::new(), |s| format!("; {}", s.describe())),
