@@ -375,6 +375,11 @@ pub struct Engine {
 
 impl Engine {
     /// Opens (or creates) the store in `dir`, recovering from any crash first.
+    ///
+    /// Opened on a multi-threaded tokio runtime, the engine answers appends from a task of
+    /// that runtime (it wakes the appenders' tasks more cheaply from there), so a worker of
+    /// that runtime must not block waiting for an append. After that runtime shuts down, or
+    /// when opened elsewhere, the committer threads answer.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self, OpenError> {
         let dir = dir.as_ref().to_owned();
         let vfs = Arc::clone(&config.vfs);

@@ -5,10 +5,12 @@
 //! - [`log`]: the segmented append-only log.
 //! - [`index`]: stream, category, event-type and sparse `$all` indexes (an LSM of sorted runs).
 //! - [`writer`]: pipelined group commit (leader/follower committer threads).
+//! - `answer`: sends a synced group's answers from a task of the appenders' runtime.
 //! - [`zero_fill`]: the thread that keeps zero-filled space ahead of the log.
 //! - [`engine`]: opening (recovery), reads, and the core traits.
 //! - [`verify`]: the offline checker behind `annals verify`.
 
+mod answer;
 pub mod device;
 pub mod engine;
 pub mod index;

@@ -9,7 +9,8 @@
 //! and queues it for its answers, lets the next committer lead, and calls `sync_data` for
 //! its own group on its own thread; when that returns, the queued groups whose own syncs
 //! have returned are published to readers and subscribers and their requests answered,
-//! strictly in write order (the [`Finisher`]).
+//! strictly in write order (the [`Finisher`], which hands each group's answers to
+//! [`Answerer`]).
 //!
 //! So the next group is built while earlier ones sync, consecutive syncs overlap, and a
 //! group's sync starts as soon as its bytes are written: no hand-off to another thread sits
@@ -42,6 +43,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::answer::Answerer;
 use crate::engine::{IndexedRecord, KeyHashes, Shared, apply_restriction, entries_for};
 use crate::index::{Entry, KeyKind, key_hash};
 use crate::log::{self, Segment};
@@ -77,8 +79,8 @@ pub(crate) struct Request {
     pub(crate) queued: Instant,
 }
 
-type Reply = oneshot::Sender<Result<Vec<AppendResult>, AppendError>>;
-type Answer = (Reply, Result<Vec<AppendResult>, AppendError>);
+pub(crate) type Reply = oneshot::Sender<Result<Vec<AppendResult>, AppendError>>;
+pub(crate) type Answer = (Reply, Result<Vec<AppendResult>, AppendError>);
 
 /// Starts the committers, the index flusher and the zero-filler; returns their threads.
 pub(crate) fn start(
@@ -117,6 +119,7 @@ pub(crate) fn start(
         last_sync: Duration::ZERO,
         flush_tx,
         queue: VecDeque::new(),
+        answerer: Answerer::start(),
     }));
     let sync = shared.config.sync;
     let writer = Arc::new(Mutex::new(Writer {
@@ -807,6 +810,7 @@ struct Finisher {
     flush_tx: std_mpsc::Sender<()>,
     /// Groups handed over and not yet answered, in write order.
     queue: VecDeque<Queued>,
+    answerer: Answerer,
 }
 
 impl Finisher {
@@ -859,19 +863,17 @@ impl Finisher {
         // Every answer below is for a group whose bytes are synced, or an answer that wrote
         // nothing and came after every group before it was synced.
         let requests = answers.len() as u32;
-        for (reply, result) in answers {
-            if let Ok(results) = &result {
-                // Nothing is acknowledged before the sync that covers it.
-                debug_assert!(
-                    results
-                        .iter()
-                        .filter_map(AppendResult::last_position)
-                        .all(|p| p.0 < self.durable_through),
-                    "acknowledging an append that is not yet durable"
-                );
-            }
-            let _ = reply.send(result);
-        }
+        // Nothing is acknowledged before the sync that covers it.
+        debug_assert!(
+            answers
+                .iter()
+                .filter_map(|(_, result)| result.as_ref().ok())
+                .flatten()
+                .filter_map(AppendResult::last_position)
+                .all(|p| p.0 < self.durable_through),
+            "acknowledging an append that is not yet durable"
+        );
+        self.answerer.answer(answers);
         self.count(&timing, requests, synced_at);
     }
 
