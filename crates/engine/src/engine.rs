@@ -190,7 +190,8 @@ pub struct RequestTime {
     pub building_ns: u64,
     /// From written until the group's own sync returned.
     pub syncing_ns: u64,
-    /// From then until answered: earlier groups' syncs, publishing, the answers.
+    /// From then until its answer was sent, or handed to the task that sends it: earlier
+    /// groups' syncs, publishing.
     pub answering_ns: u64,
 }
 

@@ -873,8 +873,9 @@ impl Finisher {
                 .all(|p| p.0 < self.durable_through),
             "acknowledging an append that is not yet durable"
         );
-        self.answerer.answer(answers);
+        // Counted before the hand-off: the appenders' task may take this CPU at once.
         self.count(&timing, requests, synced_at);
+        self.answerer.answer(answers);
     }
 
     /// Counts a group's answered requests and where their time went.
