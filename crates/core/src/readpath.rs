@@ -181,8 +181,16 @@ const SCAN_BATCH: usize = 1024;
 /// The most events a `$all` read reserves room for before it has them.
 const RESERVED_EVENTS_MAX: usize = 1 << 14;
 
-/// Caches restrictions for the duration of one read.
-struct Restrictions(HashMap<StreamName, Restriction>);
+/// Caches restrictions for the duration of one read. Consecutive events usually share
+/// their stream, and a scan's events share one name allocation per stream, so the last
+/// stream looked up is compared first (by pointer, before its bytes), which spares
+/// hashing its name for every event.
+#[derive(Default)]
+struct Restrictions {
+    streams: Vec<(StreamName, Restriction)>,
+    by_name: HashMap<StreamName, usize>,
+    last: usize,
+}
 
 impl Restrictions {
     async fn shows<A: AsyncLogAccess>(
@@ -195,13 +203,22 @@ impl Restrictions {
         if event.stream.kind() != StreamKind::Regular {
             return Ok(true);
         }
-        if let Some(r) = self.0.get(&event.stream) {
-            return Ok(r.shows(event, context, now));
-        }
-        let restriction = access.restriction(&event.stream).await?;
-        let shows = restriction.shows(event, context, now);
-        self.0.insert(event.stream.clone(), restriction);
-        Ok(shows)
+        let known = match self.streams.get(self.last) {
+            Some((stream, _)) if *stream == event.stream => Some(self.last),
+            _ => self.by_name.get(&event.stream).copied(),
+        };
+        let at = match known {
+            Some(at) => at,
+            None => {
+                let restriction = access.restriction(&event.stream).await?;
+                self.by_name
+                    .insert(event.stream.clone(), self.streams.len());
+                self.streams.push((event.stream.clone(), restriction));
+                self.streams.len() - 1
+            }
+        };
+        self.last = at;
+        Ok(self.streams[at].1.shows(event, context, now))
     }
 }
 
@@ -249,7 +266,7 @@ pub async fn read_stream<A: AsyncLogAccess>(
         Direction::Backward => seq >= first_visible,
     };
     let limit = usize::try_from(options.limit).unwrap_or(usize::MAX);
-    let mut restrictions = Restrictions(HashMap::new());
+    let mut restrictions = Restrictions::default();
     let mut out = Vec::new();
     let mut next = Some(start);
     while let Some(from) = next.filter(|_| out.len() < limit) {
@@ -303,7 +320,7 @@ pub async fn read_all<A: AsyncLogAccess>(
     let head = access.head().0;
     let limit = usize::try_from(options.limit).unwrap_or(usize::MAX);
     let mut budget = options.max_scan.unwrap_or(u64::MAX).max(1);
-    let mut restrictions = Restrictions(HashMap::new());
+    let mut restrictions = Restrictions::default();
     // `next` is the first position not yet examined; backward, `None` past position 0.
     let mut next = match (options.direction, options.from) {
         (Direction::Forward, AllFrom::Start) => Some(0),
