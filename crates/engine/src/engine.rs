@@ -244,11 +244,19 @@ impl Shared {
 /// The next sequence number under a category or event-type key; `overlay` holds the numbers
 /// handed out since the index last saw them.
 fn next_seq(index: &Index, key: u64, overlay: &mut HashMap<u64, u64>) -> Result<u64, StorageError> {
-    let next = match overlay.get(&key) {
-        Some(next) => *next,
-        None => index.last(key)?.map_or(0, |e| e.seq + 1),
+    use std::collections::hash_map::Entry as Slot;
+    let next = match overlay.entry(key) {
+        Slot::Occupied(mut slot) => {
+            let seq = slot.get_mut();
+            *seq += 1;
+            *seq - 1
+        }
+        Slot::Vacant(slot) => {
+            let next = index.last(key)?.map_or(0, |e| e.seq + 1);
+            slot.insert(next + 1);
+            next
+        }
     };
-    overlay.insert(key, next + 1);
     Ok(next)
 }
 
