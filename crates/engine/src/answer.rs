@@ -102,16 +102,19 @@ mod tests {
         results[0].current_revision
     }
 
+    /// An answerer started inside `runtime`, as `Engine::open` called on it would start one.
+    fn started_on(runtime: &tokio::runtime::Runtime) -> Answerer {
+        let _entered = runtime.enter();
+        Answerer::start()
+    }
+
     #[test]
     fn a_multi_threaded_runtime_answers_through_its_task_in_order() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
             .unwrap();
-        let mut answerer = {
-            let _entered = runtime.enter();
-            Answerer::start()
-        };
+        let mut answerer = started_on(&runtime);
         assert!(answerer.task.is_some());
         let (answers, responses) = group(64);
         answerer.answer(answers);
@@ -153,10 +156,7 @@ mod tests {
         let current_thread = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let mut inside = {
-            let _entered = current_thread.enter();
-            Answerer::start()
-        };
+        let mut inside = started_on(&current_thread);
         assert!(inside.task.is_none());
         for answerer in [&mut outside, &mut inside] {
             let (answers, responses) = group(2);
