@@ -26,8 +26,9 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use uuid::Uuid;
 
-/// Records in the decoding scan, and index entries per lookup benchmark.
+/// Records in the decoding scan.
 const SCAN_RECORDS: usize = 1_000;
+/// The lookups' index: this many streams with this many entries each.
 const INDEX_KEYS: u64 = 10_000;
 const INDEX_SEQS: u64 = 10;
 
