@@ -126,8 +126,10 @@ fn filled_index(dir: &std::path::Path) -> Index {
     index
 }
 
-/// A stream's last entry (what an append's expected-revision check needs on a cache miss,
-/// and a backward read's first step): in the memtable, then in a run on disk (warm).
+/// A key's last entry, `Index::last` (how `next_seq` finds a category's or event type's
+/// next number; an append's expected-revision check on a cache miss runs the same backward
+/// range for up to 4 entries, then reads the record): in the memtable, then in a run on
+/// disk (warm).
 fn index_lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let index = filled_index(dir.path());
