@@ -146,8 +146,8 @@ impl Device for FakeSyncDevice {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.0.read_at(buf, offset)
     }
-    fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.0.read_vec(offset, len)
+    fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.0.read_into(offset, len, buf)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_at(buf, offset)

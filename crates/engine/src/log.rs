@@ -15,6 +15,92 @@ use crate::record::{self, DecodeError, FRAME_LEN, Record, SEGMENT_HEADER_LEN, Se
 /// Bytes read per chunk when scanning.
 pub const SCAN_CHUNK: usize = 1 << 20;
 
+/// Reads at least this large (scans' chunks) take their buffer from [`CHUNKS`].
+const POOLED_READ_MIN: usize = 64 << 10;
+
+/// Scans' chunk buffers, kept for later reads once every event read from them is dropped
+/// (events share their chunk's bytes). A fresh buffer cost the kernel a page fault and a
+/// zeroed page per 4 KiB as the read filled it, and glibc gave a large one back to the
+/// kernel when it was freed. Process-wide; at most [`IDLE_MAX`] bytes wait idle.
+static CHUNKS: ChunkPool = ChunkPool::new();
+const IDLE_MAX: usize = 16 << 20;
+
+struct ChunkPool {
+    idle: parking_lot::Mutex<Idle>,
+}
+
+struct Idle {
+    buffers: Vec<Vec<u8>>,
+    /// Their capacities' sum.
+    bytes: usize,
+}
+
+impl ChunkPool {
+    const fn new() -> Self {
+        Self {
+            idle: parking_lot::const_mutex(Idle {
+                buffers: Vec::new(),
+                bytes: 0,
+            }),
+        }
+    }
+
+    /// A buffer for a read of `len` bytes: the smallest idle one that holds it, else a new
+    /// one (a read's size depends on where it starts and stops, so sizes vary).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut idle = self.idle.lock();
+        let fitting = idle
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        if let Some(i) = fitting {
+            let buf = idle.buffers.swap_remove(i);
+            idle.bytes -= buf.capacity();
+            return buf;
+        }
+        drop(idle);
+        Vec::with_capacity(len.next_multiple_of(POOLED_READ_MIN))
+    }
+
+    /// `buf`'s bytes; `buf` comes back to the pool once the last of them is dropped.
+    fn share(&'static self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled { buf, pool: self })
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        // A single record larger than a chunk was read whole: not worth keeping.
+        if buf.capacity() > SCAN_CHUNK {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.bytes + buf.capacity() <= IDLE_MAX {
+            idle.bytes += buf.capacity();
+            idle.buffers.push(buf);
+        }
+    }
+}
+
+/// A chunk's buffer while events share it.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: &'static ChunkPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
 /// Builds an address.
 pub fn address(segment: u64, offset: u64) -> u64 {
     segment << 32 | offset
@@ -108,10 +194,16 @@ impl Segment {
 
     /// Reads `len` bytes at `offset`.
     pub fn read(&self, offset: u64, len: usize) -> Result<Bytes, StorageError> {
-        let buf = self.device.read_vec(offset, len).map_err(|e| {
+        let pooled = len >= POOLED_READ_MIN;
+        let mut buf = if pooled { CHUNKS.take(len) } else { Vec::new() };
+        self.device.read_into(offset, len, &mut buf).map_err(|e| {
             StorageError::io(format!("reading {} at {offset}", self.path.display()), e)
         })?;
-        Ok(Bytes::from(buf))
+        Ok(if pooled {
+            CHUNKS.share(buf)
+        } else {
+            Bytes::from(buf)
+        })
     }
 
     /// The committed length in bytes.
@@ -366,4 +458,65 @@ pub fn read_records(
         offset += consumed as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> &'static ChunkPool {
+        Box::leak(Box::new(ChunkPool::new()))
+    }
+
+    #[test]
+    fn a_chunk_buffer_is_reused_once_the_last_slice_of_it_is_dropped() {
+        let pool = pool();
+        let mut buf = pool.take(100_000);
+        buf.extend((0..100_000u32).map(|i| i as u8));
+        let at = buf.as_ptr();
+        let bytes = pool.share(buf);
+        let slice = bytes.slice(10..20);
+        drop(bytes);
+        assert!(
+            pool.idle.lock().buffers.is_empty(),
+            "a slice still reads it"
+        );
+        assert_eq!(&slice[..], &(10..20).collect::<Vec<u8>>()[..]);
+        drop(slice);
+        let again = pool.take(90_000);
+        assert_eq!(again.as_ptr(), at, "the same buffer comes back");
+        assert!(pool.idle.lock().buffers.is_empty());
+        // A read it cannot hold gets a new one.
+        drop(pool.share(again));
+        let larger = pool.take(200_000);
+        assert_ne!(larger.as_ptr(), at);
+    }
+
+    #[test]
+    fn the_pool_hands_out_the_smallest_fitting_buffer_and_keeps_a_bounded_amount() {
+        let pool = pool();
+        let small = pool.take(POOLED_READ_MIN);
+        let large = pool.take(SCAN_CHUNK / 2);
+        let (small_at, large_at) = (small.as_ptr(), large.as_ptr());
+        drop((pool.share(large), pool.share(small)));
+        let (fits_small, needs_large) = (
+            pool.take(POOLED_READ_MIN - 1),
+            pool.take(POOLED_READ_MIN + 1),
+        );
+        assert_eq!(fits_small.as_ptr(), small_at);
+        assert_eq!(needs_large.as_ptr(), large_at);
+        let huge = pool.take(SCAN_CHUNK + 1);
+        drop(pool.share(huge));
+        assert!(
+            pool.idle.lock().buffers.is_empty(),
+            "a buffer for one huge record"
+        );
+        let shared: Vec<Bytes> = (0..IDLE_MAX / SCAN_CHUNK + 3)
+            .map(|_| pool.share(pool.take(SCAN_CHUNK)))
+            .collect();
+        drop(shared);
+        let idle = pool.idle.lock();
+        assert_eq!(idle.buffers.len(), IDLE_MAX / SCAN_CHUNK);
+        assert_eq!(idle.bytes, IDLE_MAX);
+    }
 }

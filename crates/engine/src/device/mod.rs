@@ -21,9 +21,10 @@ pub trait Device: Send + Sync + Debug {
     fn len(&self) -> io::Result<u64>;
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` past the end.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
-    /// `len` bytes from `offset` in a new buffer; fails with `UnexpectedEof` past the end.
-    fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        read_zeroed(self, offset, len)
+    /// Replaces `buf`'s contents with the `len` bytes from `offset`, reusing its capacity;
+    /// fails with `UnexpectedEof` past the end (`buf`'s contents are then unspecified).
+    fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        read_zeroed(self, offset, len, buf)
     }
     /// Writes all of `buf` at `offset`, extending the file if needed.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
@@ -54,13 +55,18 @@ pub trait Vfs: Send + Sync + Debug {
 }
 
 /// `len` bytes from `offset` through `read_at`, into a zeroed buffer.
-fn read_zeroed<D: Device + ?Sized>(device: &D, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0; len];
-    device.read_at(&mut buf, offset)?;
-    Ok(buf)
+fn read_zeroed<D: Device + ?Sized>(
+    device: &D,
+    offset: u64,
+    len: usize,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    buf.clear();
+    buf.resize(len, 0);
+    device.read_at(buf, offset)
 }
 
-/// Reads at least this large skip zeroing their buffer ([`FileDevice::read_vec`]); smaller
+/// Reads at least this large skip zeroing their buffer ([`FileDevice::read_into`]); smaller
 /// ones (single records) would pay more for opening a handle than zeroing costs.
 const UNZEROED_READ_MIN: usize = 64 << 10;
 
@@ -89,7 +95,7 @@ impl Device for FileDevice {
     /// warm `$all` scan). The handle is this file reopened through `/proc/self/fd`, so its
     /// offset is private (`read_at` callers share `self.file`) and a later rename or change
     /// of working directory does not matter; where that is unavailable, the buffer is zeroed.
-    fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
         use std::io::{Read, Seek, SeekFrom};
         use std::os::fd::AsRawFd;
         let own = if len >= UNZEROED_READ_MIN {
@@ -98,11 +104,12 @@ impl Device for FileDevice {
             None
         };
         let Some(mut own) = own else {
-            return read_zeroed(self, offset, len);
+            return read_zeroed(self, offset, len, buf);
         };
         own.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::with_capacity(len);
-        own.take(len as u64).read_to_end(&mut buf)?;
+        buf.clear();
+        buf.reserve(len);
+        own.take(len as u64).read_to_end(buf)?;
         if buf.len() < len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -113,7 +120,7 @@ impl Device for FileDevice {
                 ),
             ));
         }
-        Ok(buf)
+        Ok(())
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -208,7 +215,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn read_vec_returns_the_bytes_read_at_does_and_refuses_to_read_past_the_end() {
+    fn read_into_returns_the_bytes_read_at_does_and_refuses_to_read_past_the_end() {
         let dir = tempfile::tempdir().expect("temp dir");
         let device = StdVfs.open(&dir.path().join("f"), true).expect("open");
         let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -221,7 +228,9 @@ mod tests {
             (0, 300_000),
             (250_000, 50_000),
         ] {
-            let got = device.read_vec(offset, len).expect("read");
+            // Into a buffer holding other bytes, as a reused one does.
+            let mut got = vec![9; 1_000];
+            device.read_into(offset, len, &mut got).expect("read");
             assert_eq!(
                 got,
                 bytes[offset as usize..offset as usize + len],
@@ -233,7 +242,9 @@ mod tests {
             (250_000, 70_000),
             (300_001, UNZEROED_READ_MIN),
         ] {
-            let err = device.read_vec(offset, len).expect_err("past the end");
+            let err = device
+                .read_into(offset, len, &mut Vec::new())
+                .expect_err("past the end");
             assert_eq!(
                 err.kind(),
                 io::ErrorKind::UnexpectedEof,
