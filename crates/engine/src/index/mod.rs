@@ -5,7 +5,8 @@
 //! background thread writes it as an immutable sorted run file, then records the run and the
 //! log address it covers in the manifest (the recovery checkpoint). Runs are merged four at a
 //! time per level. Memory held: the memtables (bounded by the threshold) plus 20 bytes per
-//! 4 KiB page of run (about 160 KiB per million entries).
+//! 4 KiB page of run (about 160 KiB per million entries), and up to 1 MiB of recently read
+//! pages per run.
 //!
 //! The index is derived data: it can always be rebuilt from the log.
 
@@ -355,7 +356,11 @@ impl Index {
         let mem = |t: &Memtable| t.len() * (ENTRY_LEN + 16);
         mem(&state.active)
             + state.frozen.as_ref().map_or(0, |f| mem(&f.table))
-            + state.runs.iter().map(|r| r.pages() * 20).sum::<usize>()
+            + state
+                .runs
+                .iter()
+                .map(|r| r.pages() * 20 + r.cached_bytes())
+                .sum::<usize>()
     }
 }
 

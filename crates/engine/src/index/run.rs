@@ -3,12 +3,16 @@
 //! Layout: pages of 128 entries (4 KiB; the last page may be short), then a footer: one
 //! CRC32C per page, one fence (key, seq of the page's first entry) per page, and a 40-byte
 //! trailer `[magic 8][version 1][pad 7][entries u64][pages u64][crc u32 of footer][pad 4]`.
-//! Readers keep the fences and CRCs in memory and read one page per probe.
+//! Readers keep the fences and CRCs in memory and read one page per probe; the pages probed
+//! last stay decoded in memory ([`CACHED_PAGES`] per run).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use annals_core::{Direction, StorageError};
+use foldhash::HashMap;
+use parking_lot::Mutex;
 
 use super::{ENTRY_LEN, Entry};
 use crate::device::{Device, Vfs};
@@ -19,6 +23,19 @@ const PAGE_LEN: usize = PAGE_ENTRIES * ENTRY_LEN;
 const MAGIC: &[u8; 8] = b"ANNALSIX";
 const VERSION: u8 = 1;
 const TRAILER_LEN: usize = 40;
+
+/// Decoded pages a run keeps (4 KiB of entries each; a run is immutable, so they never go
+/// stale). A lookup of a stream probed recently then skips the page's read, its CRC check
+/// and decoding its 128 entries. Runs per level stay under the merge fan-in, so a store
+/// keeps a few dozen runs at most.
+pub const CACHED_PAGES: usize = 256;
+
+/// Recently read pages, the oldest dropped first.
+#[derive(Debug, Default)]
+struct PageCache {
+    pages: HashMap<usize, Arc<[Entry]>>,
+    order: VecDeque<usize>,
+}
 
 /// An open run.
 #[derive(Debug)]
@@ -33,6 +50,7 @@ pub struct Run {
     device: Arc<dyn Device>,
     fences: Vec<(u64, u64)>,
     crcs: Vec<u32>,
+    cache: Mutex<PageCache>,
 }
 
 /// The file name of a run.
@@ -114,6 +132,7 @@ pub fn write(
         device,
         fences,
         crcs,
+        cache: Mutex::default(),
     })
 }
 
@@ -187,6 +206,7 @@ impl Run {
             device,
             fences,
             crcs,
+            cache: Mutex::default(),
         })
     }
 
@@ -200,18 +220,44 @@ impl Run {
         self.fences.len()
     }
 
-    /// Reads and checks one page.
-    pub fn page(&self, index: usize) -> Result<Vec<Entry>, StorageError> {
+    /// Bytes of decoded pages the run keeps.
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.lock().order.len() * PAGE_LEN
+    }
+
+    /// One page, from the cache or read, checked and kept.
+    pub fn page(&self, index: usize) -> Result<Arc<[Entry]>, StorageError> {
+        if let Some(page) = self.cache.lock().pages.get(&index) {
+            return Ok(Arc::clone(page));
+        }
+        let page = self.read_page(index)?;
+        let mut cache = self.cache.lock();
+        // Another reader may have kept it meanwhile.
+        if cache.pages.insert(index, Arc::clone(&page)).is_none() {
+            cache.order.push_back(index);
+            if cache.order.len() > CACHED_PAGES
+                && let Some(oldest) = cache.order.pop_front()
+            {
+                cache.pages.remove(&oldest);
+            }
+        }
+        Ok(page)
+    }
+
+    /// Reads and checks one page (merges and verification read every page once, so they
+    /// bypass the cache).
+    pub fn read_page(&self, index: usize) -> Result<Arc<[Entry]>, StorageError> {
         let first = index * PAGE_ENTRIES;
         let count = (self.entries as usize)
             .saturating_sub(first)
             .min(PAGE_ENTRIES);
         let offset = (first * ENTRY_LEN) as u64;
-        let mut buf = vec![0; count * ENTRY_LEN];
+        let mut page = [0; PAGE_LEN];
+        let buf = &mut page[..count * ENTRY_LEN];
         self.device
-            .read_at(&mut buf, offset)
+            .read_at(buf, offset)
             .map_err(|e| StorageError::io(format!("reading {}", self.path.display()), e))?;
-        if self.crcs.get(index).copied() != Some(crc32c::crc32c(&buf)) {
+        if self.crcs.get(index).copied() != Some(crc32c::crc32c(buf)) {
             return Err(corrupt(&self.path, offset, "index page checksum mismatch"));
         }
         Ok(buf.chunks_exact(ENTRY_LEN).map(Entry::decode).collect())
@@ -266,7 +312,7 @@ impl Run {
     ) -> Result<Vec<Entry>, StorageError> {
         let mut out = Vec::new();
         while index < self.pages() && out.len() < max {
-            for e in self.page(index)? {
+            for &e in self.page(index)?.iter() {
                 if e.key > key {
                     return Ok(out);
                 }
@@ -285,8 +331,8 @@ impl Run {
     /// Every entry, in order (for merges and verification).
     pub fn iter(self: &Arc<Self>) -> impl Iterator<Item = Result<Entry, StorageError>> + use<> {
         let run = Arc::clone(self);
-        (0..run.pages()).flat_map(move |i| match run.page(i) {
-            Ok(page) => page.into_iter().map(Ok).collect::<Vec<_>>(),
+        (0..run.pages()).flat_map(move |i| match run.read_page(i) {
+            Ok(page) => page.iter().copied().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(e)],
         })
     }
@@ -307,4 +353,43 @@ pub fn merge(runs: &[Arc<Run>]) -> impl Iterator<Item = Result<Entry, StorageErr
         let (i, _) = best?;
         iters[i].next()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::StdVfs;
+
+    fn entry(i: u64) -> Entry {
+        Entry {
+            key: i / 3,
+            seq: i % 3,
+            position: i,
+            address: i * 100,
+        }
+    }
+
+    #[test]
+    fn probed_pages_are_kept_decoded_and_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let count = (CACHED_PAGES as u64 + 10) * PAGE_ENTRIES as u64;
+        let run = write(&StdVfs, dir.path(), 1, 0, (0..count).map(|i| Ok(entry(i)))).expect("run");
+        let first = run.page(3).expect("page");
+        assert_eq!(&first[..], &run.read_page(3).expect("read")[..]);
+        assert!(Arc::ptr_eq(&first, &run.page(3).expect("again")), "kept");
+        assert_eq!(run.cached_bytes(), PAGE_LEN);
+        // Lookups go through the cache and still find every entry.
+        let found = run.range(100, 0, Direction::Forward, 3).expect("range");
+        assert_eq!(found, vec![entry(300), entry(301), entry(302)]);
+        for index in 0..run.pages() {
+            run.page(index).expect("page");
+        }
+        assert_eq!(run.cached_bytes(), CACHED_PAGES * PAGE_LEN);
+        // The oldest went first.
+        assert!(!run.cache.lock().pages.contains_key(&3));
+        assert!(run.cache.lock().pages.contains_key(&(run.pages() - 1)));
+        // Merges read past the cache.
+        let all: Vec<Entry> = Arc::new(run).iter().map(|e| e.expect("entry")).collect();
+        assert_eq!(all.len() as u64, count);
+    }
 }
