@@ -26,22 +26,13 @@ static CHUNKS: ChunkPool = ChunkPool::new();
 const IDLE_MAX: usize = 16 << 20;
 
 struct ChunkPool {
-    idle: parking_lot::Mutex<Idle>,
-}
-
-struct Idle {
-    buffers: Vec<Vec<u8>>,
-    /// Their capacities' sum.
-    bytes: usize,
+    idle: parking_lot::Mutex<Vec<Vec<u8>>>,
 }
 
 impl ChunkPool {
     const fn new() -> Self {
         Self {
-            idle: parking_lot::const_mutex(Idle {
-                buffers: Vec::new(),
-                bytes: 0,
-            }),
+            idle: parking_lot::const_mutex(Vec::new()),
         }
     }
 
@@ -50,16 +41,13 @@ impl ChunkPool {
     fn take(&self, len: usize) -> Vec<u8> {
         let mut idle = self.idle.lock();
         let fitting = idle
-            .buffers
             .iter()
             .enumerate()
             .filter(|(_, b)| b.capacity() >= len)
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
         if let Some(i) = fitting {
-            let buf = idle.buffers.swap_remove(i);
-            idle.bytes -= buf.capacity();
-            return buf;
+            return idle.swap_remove(i);
         }
         drop(idle);
         Vec::with_capacity(len.next_multiple_of(POOLED_READ_MIN))
@@ -76,11 +64,15 @@ impl ChunkPool {
             return;
         }
         let mut idle = self.idle.lock();
-        if idle.bytes + buf.capacity() <= IDLE_MAX {
-            idle.bytes += buf.capacity();
-            idle.buffers.push(buf);
+        if idle_bytes(&idle) + buf.capacity() <= IDLE_MAX {
+            idle.push(buf);
         }
     }
+}
+
+/// The capacities' sum.
+fn idle_bytes(idle: &[Vec<u8>]) -> usize {
+    idle.iter().map(Vec::capacity).sum()
 }
 
 /// A chunk's buffer while events share it.
@@ -477,15 +469,12 @@ mod tests {
         let bytes = pool.share(buf);
         let slice = bytes.slice(10..20);
         drop(bytes);
-        assert!(
-            pool.idle.lock().buffers.is_empty(),
-            "a slice still reads it"
-        );
+        assert!(pool.idle.lock().is_empty(), "a slice still reads it");
         assert_eq!(&slice[..], &(10..20).collect::<Vec<u8>>()[..]);
         drop(slice);
         let again = pool.take(90_000);
         assert_eq!(again.as_ptr(), at, "the same buffer comes back");
-        assert!(pool.idle.lock().buffers.is_empty());
+        assert!(pool.idle.lock().is_empty());
         // A read it cannot hold gets a new one.
         drop(pool.share(again));
         let larger = pool.take(200_000);
@@ -507,16 +496,13 @@ mod tests {
         assert_eq!(needs_large.as_ptr(), large_at);
         let huge = pool.take(SCAN_CHUNK + 1);
         drop(pool.share(huge));
-        assert!(
-            pool.idle.lock().buffers.is_empty(),
-            "a buffer for one huge record"
-        );
+        assert!(pool.idle.lock().is_empty(), "a buffer for one huge record");
         let shared: Vec<Bytes> = (0..IDLE_MAX / SCAN_CHUNK + 3)
             .map(|_| pool.share(pool.take(SCAN_CHUNK)))
             .collect();
         drop(shared);
         let idle = pool.idle.lock();
-        assert_eq!(idle.buffers.len(), IDLE_MAX / SCAN_CHUNK);
-        assert_eq!(idle.bytes, IDLE_MAX);
+        assert_eq!(idle.len(), IDLE_MAX / SCAN_CHUNK);
+        assert_eq!(idle_bytes(&idle), IDLE_MAX);
     }
 }
