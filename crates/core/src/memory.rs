@@ -181,22 +181,21 @@ impl LogAccess for View<'_> {
         from: Position,
         direction: Direction,
         max: usize,
-    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        out: &mut Vec<ResolvedEvent>,
+    ) -> Result<usize, StorageError> {
         let len = self.0.log.len();
         let from = usize::try_from(from.0).unwrap_or(usize::MAX);
         let events = match direction {
             Direction::Forward => self.0.log.get(from.min(len)..).unwrap_or_default(),
             Direction::Backward => &self.0.log[..(from.saturating_add(1)).min(len)],
         };
-        Ok(match direction {
-            Direction::Forward => events.iter().take(max).map(|s| s.event.clone()).collect(),
-            Direction::Backward => events
-                .iter()
-                .rev()
-                .take(max)
-                .map(|s| s.event.clone())
-                .collect(),
-        })
+        let before = out.len();
+        let resolved = |s: &Stored| ResolvedEvent::from(s.event.clone());
+        match direction {
+            Direction::Forward => out.extend(events.iter().take(max).map(resolved)),
+            Direction::Backward => out.extend(events.iter().rev().take(max).map(resolved)),
+        }
+        Ok(out.len() - before)
     }
 
     fn last_seq(&mut self, key: IndexKey<'_>) -> Result<Option<u64>, StorageError> {

@@ -52,14 +52,16 @@ pub trait LogAccess {
     /// The position after the last committed record.
     fn head(&self) -> Position;
 
-    /// Up to `max` consecutive committed records starting at `from` (inclusive) in
-    /// `direction`.
+    /// Appends to `out` up to `max` consecutive committed records starting at `from`
+    /// (inclusive) in `direction`, and returns how many. Scanning into the caller's vector
+    /// spares moving every (~170-byte) event once more on the way to the reader.
     fn scan(
         &mut self,
         from: Position,
         direction: Direction,
         max: usize,
-    ) -> Result<Vec<RecordedEvent>, StorageError>;
+        out: &mut Vec<ResolvedEvent>,
+    ) -> Result<usize, StorageError>;
 
     /// The highest sequence number under a key, `None` if the key has no entries.
     fn last_seq(&mut self, key: IndexKey<'_>) -> Result<Option<u64>, StorageError>;
@@ -97,7 +99,8 @@ pub trait AsyncLogAccess: Send {
         from: Position,
         direction: Direction,
         max: usize,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StorageError>> + Send;
+        out: &mut Vec<ResolvedEvent>,
+    ) -> impl Future<Output = Result<usize, StorageError>> + Send;
 
     /// See [`LogAccess::last_seq`].
     fn last_seq(
@@ -137,8 +140,9 @@ impl<T: LogAccess + Send> AsyncLogAccess for T {
         from: Position,
         direction: Direction,
         max: usize,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StorageError>> + Send {
-        ready(LogAccess::scan(self, from, direction, max))
+        out: &mut Vec<ResolvedEvent>,
+    ) -> impl Future<Output = Result<usize, StorageError>> + Send {
+        ready(LogAccess::scan(self, from, direction, max, out))
     }
 
     fn last_seq(
@@ -331,8 +335,9 @@ pub async fn read_all<A: AsyncLogAccess>(
         (Direction::Backward, AllFrom::Position(p)) => head.checked_sub(1).map(|l| p.0.min(l)),
     };
     // Sized for what the read can return, so a long read does not grow it batch by batch
-    // (copying every event so far each time): at most `limit`, what is left in that
-    // direction (a filtered read cannot tell), and a bound on memory reserved up front.
+    // (copying every event so far each time): at most `limit` plus the one record past it
+    // a scan may read into it, what is left in that direction (a filtered read cannot
+    // tell), and a bound on memory reserved up front.
     let available = match (options.direction, next) {
         _ if options.filter.is_some() => SCAN_BATCH as u64,
         (_, None) => 0,
@@ -341,33 +346,43 @@ pub async fn read_all<A: AsyncLogAccess>(
     };
     let capacity = usize::try_from(available)
         .unwrap_or(usize::MAX)
-        .min(limit)
+        .min(limit.saturating_add(1))
         .min(RESERVED_EVENTS_MAX);
     let mut events = Vec::with_capacity(capacity);
     while events.len() < limit && budget > 0 {
         let Some(from) = next.filter(|p| *p < head) else {
             break;
         };
-        let batch = usize::try_from(budget)
+        let mut batch = usize::try_from(budget)
             .unwrap_or(usize::MAX)
             .min(SCAN_BATCH);
-        let records = access
-            .scan(Position(from), options.direction, batch)
+        if options.filter.is_none() {
+            // Most of an unfiltered batch is returned: scan no more than fits the limit, and
+            // one record past it, which tells a backward read whether the log ends there.
+            batch = batch.min((limit - events.len()).saturating_add(1));
+        }
+        let start = events.len();
+        let scanned = access
+            .scan(Position(from), options.direction, batch, &mut events)
             .await?;
         // Fewer records than asked for: the scan reached the end of the log. Backward, with
         // gaps in positions, that is the only sign of having passed the first record.
-        let reached_end = records.len() < batch;
-        let mut unexamined = records.len();
-        if reached_end && options.direction == Direction::Backward && records.is_empty() {
+        let reached_end = scanned < batch;
+        if reached_end && options.direction == Direction::Backward && scanned == 0 {
             next = None;
         }
-        if records.is_empty() {
+        if scanned == 0 {
             break;
         }
-        for event in records {
-            let position = event.position.0;
+        // Filter in place: each event shown moves down over those hidden (none moves when
+        // all are shown); what was hidden or not examined is cut off at the end.
+        let mut kept = start;
+        let mut examined = 0;
+        for at in start..start + scanned {
+            examined += 1;
             budget -= 1;
-            unexamined -= 1;
+            let event = &events[at].event;
+            let position = event.position.0;
             next = match options.direction {
                 Direction::Forward => Some(position + 1),
                 Direction::Backward => position.checked_sub(1),
@@ -378,16 +393,20 @@ pub async fn read_all<A: AsyncLogAccess>(
                 .is_none_or(|f| f.matches(event.stream.as_str(), event.event_type.as_str()));
             if passes
                 && restrictions
-                    .shows(access, &event, ReadContext::All, now)
+                    .shows(access, event, ReadContext::All, now)
                     .await?
             {
-                events.push(event.into());
+                if kept != at {
+                    events.swap(kept, at);
+                }
+                kept += 1;
             }
-            if events.len() == limit || budget == 0 {
+            if kept == limit || budget == 0 {
                 break;
             }
         }
-        if reached_end && unexamined == 0 && options.direction == Direction::Backward {
+        events.truncate(kept);
+        if reached_end && examined == scanned && options.direction == Direction::Backward {
             next = None;
         }
     }

@@ -600,24 +600,33 @@ impl Snapshot<'_> {
         i.checked_sub(1).map(|i| published.sparse[i])
     }
 
-    /// Records `from..=to` (positions), ascending.
-    fn forward(&self, from: u64, to: u64, max: usize) -> Result<Vec<RecordedEvent>, StorageError> {
-        let mut out = Vec::with_capacity(max.min(SCAN_RESERVE));
+    /// Appends records `from..=to` (positions) to `out`, ascending, at most `max`; returns
+    /// how many.
+    fn forward(
+        &self,
+        from: u64,
+        to: u64,
+        max: usize,
+        out: &mut Vec<ResolvedEvent>,
+    ) -> Result<usize, StorageError> {
+        out.reserve(max.min(SCAN_RESERVE));
         let last = to.min(from.saturating_add(max as u64).saturating_sub(1));
         let Some((address, expected)) = self.span(from, last) else {
-            return Ok(out);
+            return Ok(0);
         };
+        let mut added = 0;
         self.shared.log.scan(address, expected, |record, _| {
             let position = record.event.position.0;
             if position > to || position >= self.head {
                 return false;
             }
             if position >= from {
-                out.push(record.event);
+                out.push(ResolvedEvent::from(record.event));
+                added += 1;
             }
-            out.len() < max
+            added < max
         })?;
-        Ok(out)
+        Ok(added)
     }
 }
 
@@ -639,25 +648,29 @@ impl LogAccess for Snapshot<'_> {
         from: Position,
         direction: Direction,
         max: usize,
-    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        out: &mut Vec<ResolvedEvent>,
+    ) -> Result<usize, StorageError> {
         match direction {
-            Direction::Forward => self.forward(from.0, u64::MAX, max),
+            Direction::Forward => self.forward(from.0, u64::MAX, max, out),
             Direction::Backward => {
-                let mut out = Vec::new();
+                // Forward from the sparse entry before `upto`, then reversed: the log is
+                // only read forwards.
+                let before = out.len();
                 let mut upto = from.0.min(self.head.saturating_sub(1));
-                while out.len() < max && self.head > 0 {
+                while out.len() - before < max && self.head > 0 {
                     let Some((start, _)) = self.floor(upto) else {
                         break;
                     };
-                    let mut chunk = self.forward(start, upto, usize::MAX)?;
-                    chunk.reverse();
-                    out.extend(chunk.into_iter().take(max - out.len()));
+                    let chunk = out.len();
+                    self.forward(start, upto, usize::MAX, out)?;
+                    out[chunk..].reverse();
+                    out.truncate(before.saturating_add(max));
                     let Some(next) = start.checked_sub(1) else {
                         break;
                     };
                     upto = next;
                 }
-                Ok(out)
+                Ok(out.len() - before)
             }
         }
     }

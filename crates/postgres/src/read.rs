@@ -12,7 +12,9 @@ use std::collections::HashMap;
 
 use annals_core::readpath::{AsyncLogAccess, IndexEntry, IndexKey};
 use annals_core::visibility::Restriction;
-use annals_core::{Direction, Position, RecordedEvent, StorageError, StreamKind, StreamName};
+use annals_core::{
+    Direction, Position, RecordedEvent, ResolvedEvent, StorageError, StreamKind, StreamName,
+};
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
@@ -167,7 +169,8 @@ impl AsyncLogAccess for PgAccess {
         from: Position,
         direction: Direction,
         max: usize,
-    ) -> Result<Vec<RecordedEvent>> {
+        out: &mut Vec<ResolvedEvent>,
+    ) -> Result<usize> {
         let sql = match direction {
             Direction::Forward => concat!(
                 "SELECT ",
@@ -187,7 +190,9 @@ impl AsyncLogAccess for PgAccess {
             .bind(limit(max));
         let events = self.fetch_events(query).await?;
         self.load_restrictions(&events).await?;
-        Ok(events)
+        let scanned = events.len();
+        out.extend(events.into_iter().map(ResolvedEvent::from));
+        Ok(scanned)
     }
 
     async fn last_seq(&mut self, key: IndexKey<'_>) -> Result<Option<u64>> {
