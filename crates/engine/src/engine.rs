@@ -614,7 +614,7 @@ impl Snapshot<'_> {
         let Some((address, expected)) = self.span(from, last) else {
             return Ok(0);
         };
-        let mut added = 0;
+        let before = out.len();
         self.shared.log.scan(address, expected, |record, _| {
             let position = record.event.position.0;
             if position > to || position >= self.head {
@@ -622,11 +622,10 @@ impl Snapshot<'_> {
             }
             if position >= from {
                 out.push(ResolvedEvent::from(record.event));
-                added += 1;
             }
-            added < max
+            out.len() - before < max
         })?;
-        Ok(added)
+        Ok(out.len() - before)
     }
 }
 
