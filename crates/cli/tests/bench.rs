@@ -1,7 +1,8 @@
 //! `annals bench` end to end, shortened: every workload runs, the JSON report has one
 //! object per measured line with the keys the issue names, the machine entry comes first,
 //! the Annals append lines carry the PostgreSQL ratio and the time breakdown, and W1 at 64
-//! writers has the machine's bare group-commit ceiling beside it.
+//! writers has the machine's bare group-commit ceiling beside it; the last entry says how
+//! long the run took.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -240,6 +241,21 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
     let w8 = annals("W8");
     assert!(number(w8[0], "seconds").is_some_and(|v| v > 0.0));
     assert!(stdout.contains("per append: queued"), "{stdout}");
+    // The last entry: how long the run took, in all and part by part.
+    let run = lines.last().expect("lines");
+    assert_eq!(
+        (&run["workload"], &run["system"]),
+        (&"run".into(), &"machine".into())
+    );
+    let total = number(run, "seconds").unwrap_or(0.0);
+    let mut parts = 0.0;
+    for part in ["machine", "W1", "W2", "W3", "W4", "W5", "W8"] {
+        let seconds = number(&run["seconds_by_part"], part).unwrap_or(0.0);
+        assert!(seconds > 0.0, "{part} in {run}");
+        parts += seconds;
+    }
+    assert!(parts <= total && total < parts + 5.0, "{run}");
+    assert!(stdout.contains("bench took "), "{stdout}");
 }
 
 #[test]
@@ -271,8 +287,13 @@ fn without_baseline_files_it_says_so_once_and_measures_annals_alone() {
     let lines: Vec<Value> =
         serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
     let systems: Vec<&str> = lines.iter().filter_map(|l| l["system"].as_str()).collect();
-    assert_eq!(systems, ["machine", "annals", "annals"], "{lines:?}");
-    for line in &lines[1..] {
+    assert_eq!(
+        systems,
+        ["machine", "annals", "annals", "machine"],
+        "{lines:?}"
+    );
+    assert_eq!(lines[3]["workload"], "run", "{lines:?}");
+    for line in &lines[1..3] {
         assert!(
             number(line, "events_per_s").is_some_and(|v| v > 0.0),
             "{line}"

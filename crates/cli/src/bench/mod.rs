@@ -12,6 +12,7 @@ pub(crate) mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 
@@ -141,7 +142,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&base)?;
     let scratch = tempfile::tempdir_in(&base)?;
     let mut report = Report::default();
+    let bench_started = Instant::now();
     let machine = machine::measure(scratch.path())?;
+    let machine_took = bench_started.elapsed().as_secs_f64();
     report.machine(&machine);
     let baselines = baselines_dir(args.baselines);
     let pg = postgres::Baseline::new(&args.pg_url, &baselines);
@@ -159,27 +162,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         pg: &pg,
         pg_results: Default::default(),
     };
-    if wants("W1") {
-        workloads::w1(&ctx, &mut report).await?;
+    let mut took = vec![("machine", machine_took)];
+    for workload in WORKLOADS.into_iter().filter(|w| wants(w)) {
+        let started = Instant::now();
+        match workload {
+            "W1" => workloads::w1(&ctx, &mut report).await.map(drop)?,
+            "W2" => grpc::w2(&ctx, &mut report).await?,
+            "W3" => workloads::w3(&ctx, &mut report).await.map(drop)?,
+            "W4" => workloads::w4(&ctx, &mut report).await?,
+            "W5" => workloads::w5(&ctx, &mut report).await?,
+            "W8" => workloads::w8(&ctx, &mut report).await?,
+            "PG" => pg_backend::run(&ctx, &mut report, &args.pg_url).await?,
+            other => anyhow::bail!("workload {other} has no runner"),
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!("{workload}  done in {}", report::duration(seconds));
+        took.push((workload, seconds));
     }
-    if wants("W2") {
-        grpc::w2(&ctx, &mut report).await?;
-    }
-    if wants("W3") {
-        workloads::w3(&ctx, &mut report).await?;
-    }
-    if wants("W4") {
-        workloads::w4(&ctx, &mut report).await?;
-    }
-    if wants("W5") {
-        workloads::w5(&ctx, &mut report).await?;
-    }
-    if wants("W8") {
-        workloads::w8(&ctx, &mut report).await?;
-    }
-    if wants("PG") {
-        pg_backend::run(&ctx, &mut report, &args.pg_url).await?;
-    }
+    report.run_time(bench_started.elapsed().as_secs_f64(), &took);
     if let Some(path) = &args.json {
         report.write_json(path)?;
         println!("wrote {}", path.display());

@@ -113,16 +113,52 @@ impl Report {
         }));
     }
 
+    /// Prints how long the run took, in all and part by part, and keeps it as the JSON's
+    /// last entry (`"workload": "run"`), so that a report shows whether `--quick` kept to its
+    /// three minutes.
+    pub(crate) fn run_time(&mut self, total: f64, parts: &[(&str, f64)]) {
+        let each: Vec<String> = parts
+            .iter()
+            .map(|(name, seconds)| format!("{name} {}", duration(*seconds)))
+            .collect();
+        println!("bench took {} ({})", duration(total), each.join(", "));
+        let parts: serde_json::Map<String, Value> = parts
+            .iter()
+            .map(|(name, seconds)| ((*name).to_owned(), json!(seconds)))
+            .collect();
+        self.lines.push(json!({
+            "workload": "run", "variant": null, "system": "machine",
+            "seconds": total, "seconds_by_part": parts,
+            "events_per_s": null, "p50_ms": null, "p99_ms": null, "ratio_vs_postgres": null,
+        }));
+    }
+
     pub(crate) fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&self.lines)?)?;
         Ok(())
     }
 }
 
-/// The median of some measurements.
+/// A duration for people: "48.2 s", or "2 min 42 s" from a minute on.
+pub(crate) fn duration(seconds: f64) -> String {
+    if seconds < 60.0 {
+        format!("{seconds:.1} s")
+    } else {
+        let whole = seconds.round() as u64;
+        format!("{} min {} s", whole / 60, whole % 60)
+    }
+}
+
+/// The median of some measurements: the middle one, or the mean of the middle two when
+/// their number is even (the upper one alone would be the best of two passes); 0 for none.
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+    let half = values.len() / 2;
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[half],
+        _ => (values[half - 1] + values[half]) / 2.0,
+    }
 }
 
 /// A percentile of latencies in microseconds, as milliseconds.
@@ -132,4 +168,36 @@ pub(crate) fn percentile_ms(sorted_micros: &[u64], p: f64) -> Option<f64> {
     }
     let index = ((sorted_micros.len() - 1) as f64 * p).round() as usize;
     Some(sorted_micros[index] as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![7.0]), 7.0);
+        assert_eq!(median(vec![9.0, 1.0, 4.0]), 4.0);
+        assert_eq!(median(vec![3.0, 1.0]), 2.0);
+        assert_eq!(median(vec![10.0, 1.0, 4.0, 2.0]), 3.0);
+    }
+
+    #[test]
+    fn durations_read_as_seconds_then_minutes() {
+        assert_eq!(duration(0.04), "0.0 s");
+        assert_eq!(duration(48.25), "48.2 s");
+        assert_eq!(duration(59.96), "60.0 s");
+        assert_eq!(duration(162.4), "2 min 42 s");
+        assert_eq!(duration(600.0), "10 min 0 s");
+    }
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank_in_milliseconds() {
+        assert_eq!(percentile_ms(&[], 0.5), None);
+        let micros: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile_ms(&micros, 0.5), Some(0.501));
+        assert_eq!(percentile_ms(&micros, 0.99), Some(0.990));
+        assert_eq!(percentile_ms(&micros, 1.0), Some(1.0));
+    }
 }

@@ -535,7 +535,8 @@ pub(crate) async fn w4(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
     fill(&engine, events).await?;
     let mut rates = Vec::new();
     let mut mib = Vec::new();
-    for _ in 0..ctx.plan.repeats.max(2) {
+    // One pass warms the cache, then `repeats` passes are measured.
+    for _ in 0..=ctx.plan.repeats {
         let started = Instant::now();
         let (mut count, mut bytes) = (0u64, 0u64);
         let mut options = ReadAllOptions::forward().limit(10_000);
@@ -557,7 +558,6 @@ pub(crate) async fn w4(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
         rates.push(count as f64 / elapsed);
         mib.push(bytes as f64 / elapsed / (1 << 20) as f64);
     }
-    // The first pass warms the cache; report the median of the rest.
     rates.remove(0);
     mib.remove(0);
     let pg = pg_read_all(ctx, events);
@@ -609,7 +609,7 @@ pub(crate) async fn w4(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
 }
 
 /// The baseline's warm read of `events` rows in position order (rows per second): one pass
-/// warms the cache, the median of the next two counts. None (with the reason on stderr) when
+/// warms the cache, the median (mean) of the next two counts. None (with the reason on stderr) when
 /// PostgreSQL is unavailable.
 fn pg_read_all(ctx: &Context<'_>, events: u64) -> Option<f64> {
     if !ctx.pg.has_scripts() {
