@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p annals-engine --example group_commit -- [writers] [seconds] [batch]`
 //!
+//! `ANNALS_GROUP_MAX_BYTES=N` caps a group's requests at about N bytes (`Config::group_max_bytes`).
 //! With `ANNALS_FAKE_SYNC_US=N` every fdatasync is replaced by an N µs sleep (which takes
 //! longer: the sleeper's wake-up is added, as to a real sync's). Nothing is durable then, but
 //! the disk's minute-to-minute variance is gone, so a change to the engine's pipeline (the
@@ -55,6 +56,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok());
     let mut config = Config::default();
+    if let Some(bytes) = std::env::var("ANNALS_GROUP_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.group_max_bytes = bytes;
+        println!("groups capped at {bytes} bytes");
+    }
     let machine = match fake_sync {
         Some(us) => {
             config.vfs = Arc::new(FakeSyncVfs(Duration::from_micros(us)));
