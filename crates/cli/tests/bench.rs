@@ -165,10 +165,20 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         [
             "64 writers, bare group commit",
             "64 writers, bare group commit, zero-filling new space",
-            "64 writers, bare group commit, 2.0 µs leader CPU per event",
             "64 writers, bare group commit, zero-filling new space, 2.0 µs leader CPU per event",
+            "64 writers, bare group commit, zero-filling new space, 1.0 µs leader CPU per \
+             event, 1.0 µs appender CPU per event",
+            "64 writers, bare group commit, zero-filling new space, 2.0 µs appender CPU per \
+             event",
         ]
     );
+    // Each variant's line lists its runs (one here, with `--repeats 1`).
+    for line in &ceiling[2..] {
+        let note = line["note"].as_str().unwrap_or_default();
+        let runs = note.strip_prefix("runs in order: ").unwrap_or_default();
+        assert_eq!(runs.split(" / ").count(), 1, "{line}");
+        assert!(runs.parse::<f64>().is_ok_and(|r| r > 0.0), "{line}");
+    }
     for line in &ceiling {
         assert!(
             number(line, "events_per_s").is_some_and(|v| v > 0.0),

@@ -50,8 +50,12 @@ pub(crate) struct Variant {
     /// Write into new space, zero-filled ahead of the log by the engine's own filler thread
     /// (`annals_engine::zero_fill`), instead of overwriting blocks written before the run.
     pub(crate) zero_fill: bool,
-    /// CPU the leader spends per event while it holds the log (the engine plans and encodes).
+    /// CPU the leader spends on each request as it takes it, while it holds the log (the
+    /// engine plans and encodes each request as it takes it).
     pub(crate) leader_work: Duration,
+    /// CPU each appender spends on the runtime's worker before it queues its request (the
+    /// engine's callers build and validate theirs).
+    pub(crate) appender_work: Duration,
 }
 
 impl Variant {
@@ -61,9 +65,14 @@ impl Variant {
         if self.zero_fill {
             parts.push("zero-filling new space".to_owned());
         }
-        if !self.leader_work.is_zero() {
-            let ns = self.leader_work.as_nanos();
-            parts.push(format!("{:.1} µs leader CPU per event", ns as f64 / 1e3));
+        for (work, whose) in [
+            (self.leader_work, "leader"),
+            (self.appender_work, "appender"),
+        ] {
+            if !work.is_zero() {
+                let us = work.as_nanos() as f64 / 1e3;
+                parts.push(format!("{us:.1} µs {whose} CPU per event"));
+            }
         }
         parts.join(", ")
     }
@@ -331,8 +340,10 @@ async fn measure(
         .map(|_| {
             let (tx, stop, done) = (tx.clone(), Arc::clone(&stop), Arc::clone(&done));
             let clock = Arc::clone(&clock);
+            let work = config.variant.appender_work;
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
+                    spin(work);
                     let (answer, answered) = oneshot::channel();
                     let sent = Instant::now();
                     if tx.send((answer, sent)).await.is_err() || answered.await.is_err() {
@@ -433,7 +444,6 @@ impl Committer {
             };
             let n = collected.answers.len();
             cohort = n;
-            self.spend_leader_work(n);
             let len = (n * RECORD_BYTES).min(GROUP_MAX);
             leader.seq += 1;
             let seq = leader.seq;
@@ -472,14 +482,6 @@ impl Committer {
         }
     }
 
-    /// Busy CPU in place of the engine's per-event work ([`Variant::leader_work`]).
-    fn spend_leader_work(&self, events: usize) {
-        let until = Instant::now() + self.variant.leader_work * events as u32;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
-    }
-
     /// One request, everything already queued, and then up to `linger` more until the
     /// group is as large as this committer's last one (its appenders coming back).
     fn collect(&self, leader: &mut Leader, cohort: usize) -> Option<Collected> {
@@ -493,9 +495,13 @@ impl Committer {
             taken_after_start: Duration::ZERO,
         };
         group.take(first);
+        spin(self.variant.leader_work);
         while group.answers.len() * RECORD_BYTES < GROUP_MAX {
             match leader.requests.try_recv() {
-                Ok(request) => group.take(request),
+                Ok(request) => {
+                    group.take(request);
+                    spin(self.variant.leader_work);
+                }
                 Err(_) if group.answers.len() >= cohort || Instant::now() >= deadline => break,
                 Err(_) => std::thread::yield_now(),
             }
@@ -520,5 +526,16 @@ impl Collected {
         self.queued += now.saturating_duration_since(queued);
         self.taken_after_start += now.saturating_duration_since(self.started);
         self.answers.push(answer);
+    }
+}
+
+/// Busy CPU for `work`, in place of the engine's own ([`Variant`]).
+fn spin(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let until = Instant::now() + work;
+    while Instant::now() < until {
+        std::hint::spin_loop();
     }
 }

@@ -50,8 +50,8 @@ pub(crate) struct Args {
     /// Runs per measurement, of which the median is reported (default 5; 3 with `--quick`).
     #[arg(long)]
     repeats: Option<usize>,
-    /// Also run W1's bare group-commit ceilings with 2 µs of leader CPU per event,
-    /// overwriting and zero-filling new space: what a leader's work costs the bare loop.
+    /// Also run W1's bare growing-log ceiling with 2 µs of CPU per event on the leader, on
+    /// the appenders, or half on each: what the engine's work costs the bare loop, by side.
     #[arg(long)]
     ceiling_variants: bool,
     /// Events in the W4 read and the W8 restart stores (default 3 M and 10 M; 1 M each with

@@ -398,8 +398,9 @@ async fn append_workload(
     Ok(best)
 }
 
-/// The bare ceilings' lines; with `--ceiling-variants`, the ceiling again with the CPU a
-/// leader that plans and encodes adds, alone and in a growing log (medians of `repeats`).
+/// The bare ceilings' lines; with `--ceiling-variants`, the growing log's ceiling again with
+/// 2 µs of CPU per event on the leader, on the appenders, or half on each (medians of
+/// `repeats`).
 async fn ceiling_lines(
     ctx: &Context<'_>,
     report: &mut Report,
@@ -431,31 +432,35 @@ async fn ceiling_lines(
     if !ctx.plan.ceiling_variants {
         return Ok(());
     }
-    let work = Duration::from_micros(2);
+    // The same CPU per event, all on the leader, split, or all on the appenders: which
+    // side of the queue the engine's work is on, and what that costs the loop.
+    let (whole, half) = (Duration::from_micros(2), Duration::from_micros(1));
+    let growing = |leader_work, appender_work| Variant {
+        zero_fill: true,
+        leader_work,
+        appender_work,
+    };
     let variants = [
-        Variant {
-            zero_fill: false,
-            leader_work: work,
-        },
-        Variant {
-            zero_fill: true,
-            leader_work: work,
-        },
+        growing(whole, Duration::ZERO),
+        growing(half, half),
+        growing(Duration::ZERO, whole),
     ];
-    for v in variants {
-        let mut rates = Vec::new();
-        for _ in 0..ctx.plan.repeats {
-            rates.push(
-                bare.ceiling(writers, ctx.plan.seconds, v)
-                    .await?
-                    .events_per_s,
-            );
+    // Alternating, so that a disk slowing down during the runs weighs on each alike.
+    let mut rates = vec![Vec::new(); variants.len()];
+    for _ in 0..ctx.plan.repeats {
+        for (v, rates) in variants.iter().zip(&mut rates) {
+            let run = bare.ceiling(writers, ctx.plan.seconds, *v).await?;
+            rates.push(run.events_per_s);
         }
+    }
+    for (v, rates) in variants.iter().zip(rates) {
+        let runs: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
         report.line(Line {
             workload,
             variant: format!("{variant}, bare group commit, {}", v.describe()),
             system: "machine",
             events_per_s: Some(median(rates)),
+            extra: Some(format!("runs in order: {}", runs.join(" / "))),
             ..Line::default()
         });
     }
