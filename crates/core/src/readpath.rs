@@ -315,6 +315,23 @@ pub async fn read_stream<A: AsyncLogAccess>(
     Ok(out)
 }
 
+/// `next` if a record lies at or before it in the log, else `None`; leaves `events` as it was.
+async fn earlier_record<A: AsyncLogAccess>(
+    access: &mut A,
+    next: Option<u64>,
+    events: &mut Vec<ResolvedEvent>,
+) -> Result<Option<u64>, ReadError> {
+    let Some(from) = next else {
+        return Ok(None);
+    };
+    let len = events.len();
+    let found = access
+        .scan(Position(from), Direction::Backward, 1, events)
+        .await?;
+    events.truncate(len);
+    Ok((found > 0).then_some(from))
+}
+
 /// Reads the global log.
 pub async fn read_all<A: AsyncLogAccess>(
     access: &mut A,
@@ -406,8 +423,15 @@ pub async fn read_all<A: AsyncLogAccess>(
             }
         }
         events.truncate(kept);
-        if reached_end && examined == scanned && options.direction == Direction::Backward {
-            next = None;
+        if examined == scanned && options.direction == Direction::Backward {
+            if reached_end {
+                next = None;
+            } else if kept == limit {
+                // The limit filled on the batch's last record, so the record past it (taken
+                // by one hidden) was not read: look for it, or a read that ends at the first
+                // record would not know, positions having gaps.
+                next = earlier_record(access, next, &mut events).await?;
+            }
         }
     }
     let end_of_log = match options.direction {
