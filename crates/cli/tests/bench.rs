@@ -222,9 +222,23 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
             "64 gRPC writers, one BatchAppend call"
         ]
     );
+    // Each gRPC line also says what saturates it: the engine's syncs and group size, the
+    // process's CPU per event (client, server and engine), and the engine's stages.
     for line in &w2 {
         assert!(
             number(line, "events_per_s").is_some_and(|v| v > 0.0),
+            "{line}"
+        );
+        assert!(
+            line["note"].as_str().is_some_and(|n| {
+                ["fsyncs/s", "events per group commit", "µs per event"]
+                    .iter()
+                    .all(|part| n.contains(part))
+            }),
+            "{line}"
+        );
+        assert!(
+            number(&line["stages_us"], "syncing").is_some_and(|v| v > 0.0),
             "{line}"
         );
     }

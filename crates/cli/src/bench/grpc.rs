@@ -17,7 +17,7 @@ use kurrentdb::{AppendToStreamOptions, BatchAppendOptions, EventData, StreamStat
 use tokio::sync::oneshot;
 
 use super::report::{Line, Report, median, percentile_ms};
-use super::workloads::{Context, bench_event};
+use super::workloads::{Context, Run, RunClock, bench_event, engine_counter};
 
 const WRITERS: [usize; 3] = [1, 16, 64];
 
@@ -42,12 +42,16 @@ pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
         for _ in 0..ctx.plan.repeats {
             runs.push(one_run(ctx, writers, calls).await?);
         }
-        let rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let rates: Vec<f64> = runs.iter().map(|r| r.events_per_s).collect();
         let middle = median(rates);
-        let (rate, latencies) = runs
+        let run = runs
             .into_iter()
-            .min_by(|a, b| (a.0 - middle).abs().total_cmp(&(b.0 - middle).abs()))
+            .min_by(|a, b| {
+                let off = |r: &Run| (r.events_per_s - middle).abs();
+                off(a).total_cmp(&off(b))
+            })
             .context("no runs")?;
+        let rate = run.events_per_s;
         let variant = match calls {
             Calls::PerAppend => format!("{writers} gRPC writers"),
             Calls::Batched => format!("{writers} gRPC writers, one BatchAppend call"),
@@ -57,10 +61,14 @@ pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
             variant: variant.clone(),
             system: "annals",
             events_per_s: Some(rate),
-            p50_ms: percentile_ms(&latencies, 0.5),
-            p99_ms: percentile_ms(&latencies, 0.99),
+            p50_ms: percentile_ms(&run.latencies_us, 0.5),
+            p99_ms: percentile_ms(&run.latencies_us, 0.99),
             ratio_vs_postgres: baseline.map(|pg| rate / pg),
-            extra: Some("official kurrentdb client, server in this process".into()),
+            extra: Some(format!(
+                "official kurrentdb client, server in this process; {}",
+                run.describe()
+            )),
+            stages: run.stages,
             ..Line::default()
         });
         report.line(Line {
@@ -74,12 +82,9 @@ pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
     Ok(())
 }
 
-/// One timed run on a fresh engine and server: (events/s, sorted latencies in µs).
-async fn one_run(
-    ctx: &Context<'_>,
-    writers: usize,
-    calls: Calls,
-) -> anyhow::Result<(f64, Vec<u64>)> {
+/// One timed run on a fresh engine and server. Its CPU is the whole process's: the
+/// client's, the server's and the engine's.
+async fn one_run(ctx: &Context<'_>, writers: usize, calls: Calls) -> anyhow::Result<Run> {
     super::machine::settle_disk()?;
     let dir = ctx
         .dir
@@ -102,7 +107,12 @@ async fn one_run(
     let settings = format!("kurrentdb://{addr}?tls=false").parse()?;
     let client = kurrentdb::Client::new(settings)
         .map_err(|e| anyhow::anyhow!("cannot create the kurrentdb client: {e}"))?;
-    let measured = drive(&client, writers, calls, ctx.plan.seconds).await;
+    let counter = engine_counter(&engine);
+    let clock = RunClock::start(Some(&counter));
+    let measured = drive(&client, writers, calls, ctx.plan.seconds)
+        .await
+        .map(|latencies| clock.finish(latencies.len() as u64, latencies));
+    drop(counter);
     drop(client);
     let _ = stop_server.send(());
     serving.await??;
@@ -118,7 +128,7 @@ async fn drive(
     writers: usize,
     calls: Calls,
     seconds: f64,
-) -> anyhow::Result<(f64, Vec<u64>)> {
+) -> anyhow::Result<Vec<u64>> {
     let batch = match calls {
         Calls::PerAppend => None,
         Calls::Batched => Some(Arc::new(
@@ -133,7 +143,6 @@ async fn drive(
     let metadata: serde_json::Value = serde_json::from_slice(&event.metadata)?;
     let stop = Arc::new(AtomicBool::new(false));
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
         let (client, batch, stop) = (client.clone(), batch.clone(), Arc::clone(&stop));
@@ -173,7 +182,5 @@ async fn drive(
     for task in tasks {
         latencies.extend(task.await??);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    Ok((latencies.len() as f64 / elapsed, latencies))
+    Ok(latencies)
 }

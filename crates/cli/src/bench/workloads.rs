@@ -113,7 +113,7 @@ fn process_cpu_seconds() -> f64 {
 pub(crate) type StatsSource<'a> = Option<&'a (dyn Fn() -> Stats + Sync)>;
 
 /// The embedded engine's counters.
-fn engine_counter(engine: &Engine) -> impl Fn() -> Stats + Sync + '_ {
+pub(crate) fn engine_counter(engine: &Engine) -> impl Fn() -> Stats + Sync + '_ {
     move || engine.stats()
 }
 
@@ -181,11 +181,8 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
     counter: StatsSource<'_>,
 ) -> anyhow::Result<Run> {
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu_before = process_cpu_seconds();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let before = counter.map(|c| c());
-    let committers_before = Committers::now();
-    let started = Instant::now();
+    let clock = RunClock::start(counter);
     let mut tasks = Vec::new();
     for w in 0..writers {
         let (engine, stop) = (Arc::clone(engine), Arc::clone(&stop));
@@ -223,29 +220,83 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
         events += n;
         latencies_us.extend(l);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let committers = Committers::now().since(&committers_before, elapsed);
-    let after = counter.map(|c| c());
-    latencies_us.sort_unstable();
-    let mean_latency_us =
-        latencies_us.iter().sum::<u64>() as f64 / latencies_us.len().max(1) as f64;
-    let (syncs, records, stages) = match (&before, &after) {
-        (Some(b), Some(a)) => (
-            a.syncs.saturating_sub(b.syncs) as f64,
-            a.records.saturating_sub(b.records) as f64,
-            Stages::between(b, a, mean_latency_us),
-        ),
-        _ => (0.0, 0.0, None),
-    };
-    Ok(Run {
-        events_per_s: events as f64 / elapsed,
-        latencies_us,
-        fsyncs_per_s: syncs / elapsed,
-        group_size: records / syncs.max(1.0),
-        stages,
-        cpu_cores: (process_cpu_seconds() - cpu_before) / elapsed,
-        committers,
-    })
+    Ok(clock.finish(events, latencies_us))
+}
+
+/// What a timed run is measured against: the process's CPU, the store's counters and the
+/// committer threads' times when it started.
+pub(crate) struct RunClock<'a> {
+    counter: StatsSource<'a>,
+    cpu_before: f64,
+    before: Option<Stats>,
+    committers_before: Committers,
+    started: Instant,
+}
+
+impl<'a> RunClock<'a> {
+    pub(crate) fn start(counter: StatsSource<'a>) -> Self {
+        Self {
+            counter,
+            cpu_before: process_cpu_seconds(),
+            before: counter.map(|c| c()),
+            committers_before: Committers::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The run, once its appenders have stopped: `events` appended, each append's latency.
+    pub(crate) fn finish(self, events: u64, mut latencies_us: Vec<u64>) -> Run {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let committers = Committers::now().since(&self.committers_before, elapsed);
+        let after = self.counter.map(|c| c());
+        latencies_us.sort_unstable();
+        let mean_latency_us =
+            latencies_us.iter().sum::<u64>() as f64 / latencies_us.len().max(1) as f64;
+        let (syncs, records, stages) = match (&self.before, &after) {
+            (Some(b), Some(a)) => (
+                a.syncs.saturating_sub(b.syncs) as f64,
+                a.records.saturating_sub(b.records) as f64,
+                Stages::between(b, a, mean_latency_us),
+            ),
+            _ => (0.0, 0.0, None),
+        };
+        Run {
+            events_per_s: events as f64 / elapsed,
+            latencies_us,
+            fsyncs_per_s: syncs / elapsed,
+            group_size: records / syncs.max(1.0),
+            stages,
+            cpu_cores: (process_cpu_seconds() - self.cpu_before) / elapsed,
+            committers,
+        }
+    }
+}
+
+impl Run {
+    /// `1,234 fsyncs/s, 20.1 events per group commit, CPU 1.52 of 2 cores (…)`, then the
+    /// committers' share and the stages where they were measured.
+    pub(crate) fn describe(&self) -> String {
+        let cpu_us_per_event = if self.events_per_s > 0.0 {
+            format!(
+                ", {:.1} µs per event",
+                1e6 * self.cpu_cores / self.events_per_s
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}{}",
+            self.fsyncs_per_s,
+            self.group_size,
+            self.cpu_cores,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_us_per_event,
+            self.committers
+                .map_or(String::new(), |c| format!("; {}", c.describe())),
+            self.stages
+                .map_or(String::new(), |s| format!("; {}", s.describe())),
+        )
+    }
 }
 
 /// The bare group-commit loop's rates beside an append run (medians over the repeats).
@@ -366,15 +417,8 @@ async fn append_workload(
             p99_ms: percentile_ms(&run.latencies_us, 0.99),
             ratio_vs_postgres: pg.map(|pg| run.events_per_s / pg),
             extra: Some(format!(
-                "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}{}",
-                run.fsyncs_per_s,
-                run.group_size,
-                run.cpu_cores,
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-                run.committers
-                    .map_or(String::new(), |c| format!("; {}", c.describe())),
-                run.stages
-                    .map_or(String::new(), |s| format!("; {}", s.describe())),
+                "{}{}",
+                run.describe(),
                 ceilings.as_ref().map_or(String::new(), |c| format!(
                     "; {:.0}% of the bare group-commit ceiling, {:.0}% of a growing log's",
                     100.0 * run.events_per_s / c.overwrite.events_per_s,
