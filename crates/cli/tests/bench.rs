@@ -223,7 +223,8 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         ]
     );
     // Each gRPC line also says what saturates it: the engine's syncs and group size, the
-    // process's CPU per event (client, server and engine), and the engine's stages.
+    // process's CPU per event (client, server and engine), the runtime threads' share (the
+    // client's and server's tasks run there), and the engine's stages.
     for line in &w2 {
         assert!(
             number(line, "events_per_s").is_some_and(|v| v > 0.0),
@@ -231,9 +232,14 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         );
         assert!(
             line["note"].as_str().is_some_and(|n| {
-                ["fsyncs/s", "events per group commit", "µs per event"]
-                    .iter()
-                    .all(|part| n.contains(part))
+                [
+                    "fsyncs/s",
+                    "events per group commit",
+                    "µs per event",
+                    "runtime threads (",
+                ]
+                .iter()
+                .all(|part| n.contains(part))
             }),
             "{line}"
         );

@@ -1,8 +1,10 @@
-//! How the engine's committer threads spent an append run: running, or runnable and waiting
-//! for a CPU (Linux `/proc/self/task/*/schedstat`). CPU use averaged over a run can be well
-//! below the core count while the committers still wait for a CPU after most wake-ups: the
-//! appenders they answer wake up all at once on the same cores. That wait is the scheduling
-//! cost a group commit pays on a small machine, shown beside the CPU figure.
+//! How the engine's committer threads and the runtime's threads spent an append run:
+//! running, or runnable and waiting for a CPU (Linux `/proc/self/task/*/schedstat`). CPU use
+//! averaged over a run can be well below the core count while the committers still wait
+//! for a CPU after most wake-ups: the appenders they answer wake up all at once on the same
+//! cores. That wait is the scheduling cost a group commit pays on a small machine, shown
+//! beside the CPU figure. The runtime's threads (tokio's, named `tokio-*`), summed, show
+//! when the appenders' side is what saturates: W2's client and server share them.
 
 use std::collections::HashMap;
 
@@ -14,13 +16,36 @@ struct ThreadTimes {
     switches: u64,
 }
 
-/// This process's threads' times at one moment, by thread id, with whether the thread is
-/// a committer (`annals-commit-*`). Threads are read whatever their name: one started just
-/// before may not have named itself yet.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Committers(HashMap<u64, (bool, ThreadTimes)>);
+/// What a thread is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The engine's `annals-commit-*`.
+    Committer,
+    /// The tokio runtime's workers and blocking threads (`tokio-*`).
+    Runtime,
+    Other,
+}
 
-/// Per committer thread, as shares of a run's wall time.
+impl Role {
+    fn of(comm: &str) -> Self {
+        if comm.starts_with("annals-commit") {
+            Self::Committer
+        } else if comm.starts_with("tokio-") {
+            Self::Runtime
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// This process's threads' times at one moment, by thread id, with each thread's role.
+/// Threads are read whatever their name: one started just before may not have named itself
+/// yet.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Threads(HashMap<u64, (Role, ThreadTimes)>);
+
+/// A role's threads over a run, as shares of its wall time: per thread for the committers
+/// (each leads and syncs in turn), summed for the runtime (its workers share the tasks).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Share {
     threads: usize,
@@ -29,7 +54,7 @@ pub(crate) struct Share {
     switches_per_s: f64,
 }
 
-impl Committers {
+impl Threads {
     /// Reads every thread of this process; empty where there is no `/proc` (not Linux).
     pub(crate) fn now() -> Self {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -39,18 +64,34 @@ impl Committers {
             let tid = task.file_name().to_str()?.parse().ok()?;
             let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
             let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            Some((tid, (comm.starts_with("annals-commit"), parse(&stat)?)))
+            Some((tid, (Role::of(&comm), parse(&stat)?)))
         });
         Self(threads.collect())
     }
 
     /// The mean share per committer thread since `before`, over `seconds` of wall time, of
     /// the committers (by their name now) that were there at both readings.
-    pub(crate) fn since(&self, before: &Self, seconds: f64) -> Option<Share> {
+    pub(crate) fn committers_since(&self, before: &Self, seconds: f64) -> Option<Share> {
+        let share = self.summed_since(before, seconds, Role::Committer)?;
+        let n = share.threads as f64;
+        Some(Share {
+            running: share.running / n,
+            waiting: share.waiting / n,
+            switches_per_s: share.switches_per_s / n,
+            ..share
+        })
+    }
+
+    /// The runtime's threads' shares since `before`, summed (1.0 = one CPU's whole time).
+    pub(crate) fn runtime_since(&self, before: &Self, seconds: f64) -> Option<Share> {
+        self.summed_since(before, seconds, Role::Runtime)
+    }
+
+    fn summed_since(&self, before: &Self, seconds: f64, role: Role) -> Option<Share> {
         let deltas: Vec<(u64, u64, u64)> = self
             .0
             .iter()
-            .filter(|(_, (committer, _))| *committer)
+            .filter(|(_, (r, _))| *r == role)
             .filter_map(|(tid, (_, now))| {
                 let (_, then) = before.0.get(tid)?;
                 Some((
@@ -63,21 +104,19 @@ impl Committers {
         if deltas.is_empty() || seconds <= 0.0 {
             return None;
         }
-        let per_thread = |f: fn(&(u64, u64, u64)) -> u64| {
-            deltas.iter().map(f).sum::<u64>() as f64 / deltas.len() as f64
-        };
+        let sum = |f: fn(&(u64, u64, u64)) -> u64| deltas.iter().map(f).sum::<u64>() as f64;
         Some(Share {
             threads: deltas.len(),
-            running: per_thread(|d| d.0) / 1e9 / seconds,
-            waiting: per_thread(|d| d.1) / 1e9 / seconds,
-            switches_per_s: per_thread(|d| d.2) / seconds,
+            running: sum(|d| d.0) / 1e9 / seconds,
+            waiting: sum(|d| d.1) / 1e9 / seconds,
+            switches_per_s: sum(|d| d.2) / seconds,
         })
     }
 }
 
 impl Share {
     /// `2 committers, each: running 36%, waiting for a CPU 27% of the time, 15000 switches/s`.
-    pub(crate) fn describe(&self) -> String {
+    pub(crate) fn describe_committers(&self) -> String {
         format!(
             "{} committers, each: running {:.0}%, waiting for a CPU {:.0}% of the time, {:.0} \
              switches/s",
@@ -85,6 +124,14 @@ impl Share {
             100.0 * self.running,
             100.0 * self.waiting,
             self.switches_per_s
+        )
+    }
+
+    /// `runtime threads (2): running 0.93 and waiting 0.05 of a CPU in all`.
+    pub(crate) fn describe_runtime(&self) -> String {
+        format!(
+            "runtime threads ({}): running {:.2} and waiting {:.2} of a CPU in all",
+            self.threads, self.running, self.waiting
         )
     }
 }
@@ -110,25 +157,40 @@ mod tests {
             waiting_ns,
             switches,
         };
+        use Role::{Committer, Other, Runtime};
         // Thread 2 had not named itself yet at the first reading; 4 is not a committer.
-        let before = Committers(HashMap::from([
-            (1, (true, times(0, 0, 0))),
-            (2, (false, times(10, 0, 5))),
-            (4, (false, times(0, 0, 0))),
+        let before = Threads(HashMap::from([
+            (1, (Committer, times(0, 0, 0))),
+            (2, (Other, times(10, 0, 5))),
+            (4, (Other, times(0, 0, 0))),
+            (5, (Runtime, times(0, 0, 0))),
+            (6, (Runtime, times(100, 0, 0))),
         ]));
-        let after = Committers(HashMap::from([
-            (1, (true, times(600_000_000, 200_000_000, 1000))),
-            (2, (true, times(200_000_010, 400_000_000, 3005))),
+        let after = Threads(HashMap::from([
+            (1, (Committer, times(600_000_000, 200_000_000, 1000))),
+            (2, (Committer, times(200_000_010, 400_000_000, 3005))),
             // Started after the first reading: not counted.
-            (3, (true, times(900_000_000, 900_000_000, 9000))),
-            (4, (false, times(900_000_000, 900_000_000, 9000))),
+            (3, (Committer, times(900_000_000, 900_000_000, 9000))),
+            (4, (Other, times(900_000_000, 900_000_000, 9000))),
+            (5, (Runtime, times(1_500_000_000, 100_000_000, 10))),
+            (6, (Runtime, times(300_000_100, 100_000_000, 30))),
         ]));
-        let share = after.since(&before, 2.0).expect("two threads in both");
+        let share = after
+            .committers_since(&before, 2.0)
+            .expect("two threads in both");
         assert_eq!(share.threads, 2);
         assert!((share.running - 0.2).abs() < 1e-9, "{share:?}");
         assert!((share.waiting - 0.15).abs() < 1e-9, "{share:?}");
         assert!((share.switches_per_s - 1000.0).abs() < 1e-9, "{share:?}");
-        assert!(Committers::default().since(&before, 2.0).is_none());
+        // The runtime's threads are summed: 1.8 s of running in 2 s is 0.9 of a CPU.
+        let runtime = after
+            .runtime_since(&before, 2.0)
+            .expect("two runtime threads");
+        assert_eq!(runtime.threads, 2);
+        assert!((runtime.running - 0.9).abs() < 1e-9, "{runtime:?}");
+        assert!((runtime.waiting - 0.1).abs() < 1e-9, "{runtime:?}");
+        assert!(Threads::default().committers_since(&before, 2.0).is_none());
+        assert!(Threads::default().runtime_since(&before, 2.0).is_none());
     }
 
     #[test]
@@ -144,6 +206,9 @@ mod tests {
 
     #[test]
     fn a_committer_named_thread_of_this_process_is_found() {
+        assert_eq!(Role::of("tokio-rt-worker"), Role::Runtime);
+        assert_eq!(Role::of("annals-commit-1"), Role::Committer);
+        assert_eq!(Role::of("annals-zero"), Role::Other);
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let (started, running) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -154,11 +219,11 @@ mod tests {
             })
             .expect("a thread");
         running.recv().expect("the thread started");
-        let found = Committers::now();
+        let found = Threads::now();
         let _ = stop.send(());
         thread.join().expect("the thread ends");
         assert!(
-            found.0.values().any(|(committer, _)| *committer),
+            found.0.values().any(|(role, _)| *role == Role::Committer),
             "no annals-commit-* thread in /proc/self/task"
         );
     }

@@ -19,7 +19,7 @@ use super::Plan;
 use super::ceiling::{BareLog, Measured, Variant};
 use super::postgres::Baseline;
 use super::report::{Line, Report, median, percentile_ms};
-use super::sched::{Committers, Share};
+use super::sched::{Share, Threads};
 
 pub(crate) struct Context<'a> {
     pub(crate) dir: PathBuf,
@@ -89,6 +89,8 @@ pub(crate) struct Run {
     pub(crate) cpu_cores: f64,
     /// How the embedded engine's committer threads spent the run.
     committers: Option<Share>,
+    /// How the runtime's threads (appenders; for W2 also the client and server) spent it.
+    runtime: Option<Share>,
 }
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
@@ -229,7 +231,7 @@ pub(crate) struct RunClock<'a> {
     counter: StatsSource<'a>,
     cpu_before: f64,
     before: Option<Stats>,
-    committers_before: Committers,
+    threads_before: Threads,
     started: Instant,
 }
 
@@ -239,7 +241,7 @@ impl<'a> RunClock<'a> {
             counter,
             cpu_before: process_cpu_seconds(),
             before: counter.map(|c| c()),
-            committers_before: Committers::now(),
+            threads_before: Threads::now(),
             started: Instant::now(),
         }
     }
@@ -247,7 +249,9 @@ impl<'a> RunClock<'a> {
     /// The run, once its appenders have stopped: `events` appended, each append's latency.
     pub(crate) fn finish(self, events: u64, mut latencies_us: Vec<u64>) -> Run {
         let elapsed = self.started.elapsed().as_secs_f64();
-        let committers = Committers::now().since(&self.committers_before, elapsed);
+        let threads = Threads::now();
+        let committers = threads.committers_since(&self.threads_before, elapsed);
+        let runtime = threads.runtime_since(&self.threads_before, elapsed);
         let after = self.counter.map(|c| c());
         latencies_us.sort_unstable();
         let mean_latency_us =
@@ -268,13 +272,14 @@ impl<'a> RunClock<'a> {
             stages,
             cpu_cores: (process_cpu_seconds() - self.cpu_before) / elapsed,
             committers,
+            runtime,
         }
     }
 }
 
 impl Run {
     /// `1,234 fsyncs/s, 20.1 events per group commit, CPU 1.52 of 2 cores (…)`, then the
-    /// committers' share and the stages where they were measured.
+    /// committers' and the runtime threads' shares and the stages where they were measured.
     pub(crate) fn describe(&self) -> String {
         let cpu_us_per_event = if self.events_per_s > 0.0 {
             format!(
@@ -285,14 +290,16 @@ impl Run {
             String::new()
         };
         format!(
-            "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}{}",
+            "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}{}{}",
             self.fsyncs_per_s,
             self.group_size,
             self.cpu_cores,
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_us_per_event,
             self.committers
-                .map_or(String::new(), |c| format!("; {}", c.describe())),
+                .map_or(String::new(), |c| format!("; {}", c.describe_committers())),
+            self.runtime
+                .map_or(String::new(), |r| format!("; {}", r.describe_runtime())),
             self.stages
                 .map_or(String::new(), |s| format!("; {}", s.describe())),
         )
