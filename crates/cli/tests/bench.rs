@@ -211,6 +211,20 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         "{}",
         w1[2]
     );
+    // Every W1 line gives each CPU's busy share over the run, one per CPU.
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    for line in &w1 {
+        let note = line["note"].as_str().unwrap_or_default();
+        let busy = note
+            .split_once("CPUs busy ")
+            .and_then(|(_, rest)| rest.split_once(" (machine-wide)"))
+            .map(|(shares, _)| shares.split(" / ").count());
+        assert_eq!(busy, Some(cpus), "{line}");
+    }
     let w2 = annals("W2");
     let variants: Vec<&str> = w2.iter().filter_map(|l| l["variant"].as_str()).collect();
     assert_eq!(
@@ -237,6 +251,7 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
                     "events per group commit",
                     "µs per event",
                     "runtime threads (",
+                    "CPUs busy ",
                 ]
                 .iter()
                 .all(|part| n.contains(part))

@@ -4,7 +4,10 @@
 //! for a CPU after most wake-ups: the appenders they answer wake up all at once on the same
 //! cores. That wait is the scheduling cost a group commit pays on a small machine, shown
 //! beside the CPU figure. The runtime's threads (tokio's, named `tokio-*`), summed, show
-//! when the appenders' side is what saturates: W2's client and server share them.
+//! when the appenders' side is what saturates: W2's client and server share them. Each
+//! CPU's busy share over the run, machine-wide (`/proc/stat`), shows what an average
+//! hides: on the 2-vCPU VMs the threads of W1's cycle crowd the CPU that takes the disk's
+//! interrupts while the other idles.
 
 use std::collections::HashMap;
 
@@ -136,6 +139,65 @@ impl Share {
     }
 }
 
+/// Each CPU's busy and total time in clock ticks, machine-wide, at one moment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cpus(Vec<(u64, u64)>);
+
+impl Cpus {
+    /// Reads `/proc/stat`; empty where there is none (not Linux).
+    pub(crate) fn now() -> Self {
+        std::fs::read_to_string("/proc/stat").map_or_else(|_| Self::default(), |s| Self::parse(&s))
+    }
+
+    /// The `cpuN` lines: user, nice, system, idle, iowait, irq, softirq, steal. Busy is all
+    /// but idle, iowait and steal (time the host gave this vCPU to someone else).
+    fn parse(stat: &str) -> Self {
+        let cpus = stat
+            .lines()
+            .filter(|line| {
+                line.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .filter_map(|line| {
+                let ticks: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .take(8)
+                    .map(|f| f.parse().ok())
+                    .collect::<Option<_>>()?;
+                let [user, nice, system, idle, iowait, irq, softirq] = *ticks.get(..7)? else {
+                    return None;
+                };
+                let steal = ticks.get(7).copied().unwrap_or(0);
+                let busy = user + nice + system + irq + softirq;
+                Some((busy, busy + idle + iowait + steal))
+            });
+        Self(cpus.collect())
+    }
+
+    /// Each CPU's busy share since `before`, in CPU order; `None` if the CPUs changed or no
+    /// tick passed on one of them.
+    pub(crate) fn busy_since(&self, before: &Self) -> Option<Vec<f64>> {
+        if self.0.is_empty() || self.0.len() != before.0.len() {
+            return None;
+        }
+        let shares = self.0.iter().zip(&before.0).map(|(now, then)| {
+            let total = now.1.saturating_sub(then.1);
+            (total > 0).then(|| now.0.saturating_sub(then.0) as f64 / total as f64)
+        });
+        shares.collect()
+    }
+}
+
+/// `CPUs busy 61% / 24% (machine-wide)`.
+pub(crate) fn describe_cpus_busy(shares: &[f64]) -> String {
+    let shares: Vec<String> = shares
+        .iter()
+        .map(|s| format!("{:.0}%", 100.0 * s))
+        .collect();
+    format!("CPUs busy {} (machine-wide)", shares.join(" / "))
+}
+
 /// `schedstat`: time on the CPU (ns), time runnable on a run queue (ns), timeslices run.
 fn parse(stat: &str) -> Option<ThreadTimes> {
     let mut fields = stat.split_whitespace().map(str::parse::<u64>);
@@ -149,6 +211,38 @@ fn parse(stat: &str) -> Option<ThreadTimes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_cpus_busy_share_comes_from_its_own_line() {
+        let before = Cpus::parse(
+            "cpu  300 0 300 1400 0 0 0 0 0 0\n\
+             cpu0 100 0 100 800 0 0 0 0 0 0\n\
+             cpu1 200 0 200 600 0 0 0 0 0 0\n\
+             intr 12345\nctxt 999\n",
+        );
+        // CPU 0: 60 of 100 ticks busy (user, system, irq, softirq); CPU 1: 10 of 100 (the
+        // 20 of steal and 10 of iowait count as not busy).
+        let after = Cpus::parse(
+            "cpu  400 0 400 1500 0 0 0 0 0 0\n\
+             cpu0 130 0 120 840 0 5 5 0 0 0\n\
+             cpu1 205 0 205 660 10 0 0 20 0 0\n",
+        );
+        let busy = after
+            .busy_since(&before)
+            .expect("two CPUs in both readings");
+        assert_eq!(busy.len(), 2);
+        assert!((busy[0] - 0.60).abs() < 1e-9, "{busy:?}");
+        assert!((busy[1] - 0.10).abs() < 1e-9, "{busy:?}");
+        assert_eq!(
+            describe_cpus_busy(&busy),
+            "CPUs busy 60% / 10% (machine-wide)"
+        );
+        // A CPU that came or went, or no reading at all, gives no shares.
+        let one = Cpus::parse("cpu0 1 2 3 4 5 6 7 8\n");
+        assert!(one.busy_since(&before).is_none());
+        assert!(Cpus::default().busy_since(&Cpus::default()).is_none());
+        assert!(Cpus::parse("cpu0 x y\n").0.is_empty());
+    }
 
     #[test]
     fn shares_come_from_the_threads_seen_in_both_readings() {

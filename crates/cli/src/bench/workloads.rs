@@ -19,7 +19,7 @@ use super::Plan;
 use super::ceiling::{BareLog, Measured, Variant};
 use super::postgres::Baseline;
 use super::report::{Line, Report, median, percentile_ms};
-use super::sched::{Share, Threads};
+use super::sched::{Cpus, Share, Threads, describe_cpus_busy};
 
 pub(crate) struct Context<'a> {
     pub(crate) dir: PathBuf,
@@ -91,6 +91,8 @@ pub(crate) struct Run {
     committers: Option<Share>,
     /// How the runtime's threads (appenders; for W2 also the client and server) spent it.
     runtime: Option<Share>,
+    /// Each CPU's busy share, machine-wide.
+    cpus_busy: Option<Vec<f64>>,
 }
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
@@ -232,6 +234,7 @@ pub(crate) struct RunClock<'a> {
     cpu_before: f64,
     before: Option<Stats>,
     threads_before: Threads,
+    cpus_before: Cpus,
     started: Instant,
 }
 
@@ -242,6 +245,7 @@ impl<'a> RunClock<'a> {
             cpu_before: process_cpu_seconds(),
             before: counter.map(|c| c()),
             threads_before: Threads::now(),
+            cpus_before: Cpus::now(),
             started: Instant::now(),
         }
     }
@@ -252,6 +256,7 @@ impl<'a> RunClock<'a> {
         let threads = Threads::now();
         let committers = threads.committers_since(&self.threads_before, elapsed);
         let runtime = threads.runtime_since(&self.threads_before, elapsed);
+        let cpus_busy = Cpus::now().busy_since(&self.cpus_before);
         let after = self.counter.map(|c| c());
         latencies_us.sort_unstable();
         let mean_latency_us =
@@ -273,6 +278,7 @@ impl<'a> RunClock<'a> {
             cpu_cores: (process_cpu_seconds() - self.cpu_before) / elapsed,
             committers,
             runtime,
+            cpus_busy,
         }
     }
 }
@@ -290,12 +296,15 @@ impl Run {
             String::new()
         };
         format!(
-            "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}{}{}",
+            "{:.0} fsyncs/s, {:.1} events per group commit, CPU {:.2} of {} cores{}{}{}{}{}",
             self.fsyncs_per_s,
             self.group_size,
             self.cpu_cores,
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_us_per_event,
+            self.cpus_busy
+                .as_deref()
+                .map_or(String::new(), |b| format!("; {}", describe_cpus_busy(b))),
             self.committers
                 .map_or(String::new(), |c| format!("; {}", c.describe_committers())),
             self.runtime
