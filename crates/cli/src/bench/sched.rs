@@ -169,8 +169,9 @@ impl Cpus {
                     return None;
                 };
                 let steal = ticks.get(7).copied().unwrap_or(0);
-                let busy = user + nice + system + irq + softirq;
-                Some((busy, busy + idle + iowait + steal))
+                let sum = |ticks: &[u64]| ticks.iter().fold(0u64, |a, t| a.saturating_add(*t));
+                let busy = sum(&[user, nice, system, irq, softirq]);
+                Some((busy, sum(&[busy, idle, iowait, steal])))
             });
         Self(cpus.collect())
     }
@@ -242,6 +243,9 @@ mod tests {
         assert!(one.busy_since(&before).is_none());
         assert!(Cpus::default().busy_since(&Cpus::default()).is_none());
         assert!(Cpus::parse("cpu0 x y\n").0.is_empty());
+        // Counts at the edge of u64 saturate instead of overflowing.
+        let huge = Cpus::parse(&format!("cpu0 {0} {0} 0 {0} 0 0 0 0\n", u64::MAX));
+        assert_eq!(huge.0, [(u64::MAX, u64::MAX)]);
     }
 
     #[test]
