@@ -16,8 +16,8 @@ use anyhow::Context as _;
 use kurrentdb::{AppendToStreamOptions, BatchAppendOptions, EventData, StreamState};
 use tokio::sync::oneshot;
 
-use super::report::{Line, Report, median, percentile_ms};
-use super::workloads::{Context, Run, RunClock, bench_event, engine_counter};
+use super::report::{Line, Report, percentile_ms};
+use super::workloads::{Context, Run, RunClock, bench_event, engine_counter, median_run};
 
 const WRITERS: [usize; 3] = [1, 16, 64];
 
@@ -42,15 +42,7 @@ pub(crate) async fn w2(ctx: &Context<'_>, report: &mut Report) -> anyhow::Result
         for _ in 0..ctx.plan.repeats {
             runs.push(one_run(ctx, writers, calls).await?);
         }
-        let rates: Vec<f64> = runs.iter().map(|r| r.events_per_s).collect();
-        let middle = median(rates);
-        let run = runs
-            .into_iter()
-            .min_by(|a, b| {
-                let off = |r: &Run| (r.events_per_s - middle).abs();
-                off(a).total_cmp(&off(b))
-            })
-            .context("no runs")?;
+        let run = median_run(runs).context("no runs")?;
         let rate = run.events_per_s;
         let variant = match calls {
             Calls::PerAppend => format!("{writers} gRPC writers"),

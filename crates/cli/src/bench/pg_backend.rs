@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use annals_postgres::{PgConfig, PgStore};
 
-use super::report::{Line, Report, median, percentile_ms};
-use super::workloads::{Context, Run, append_run};
+use super::report::{Line, Report, percentile_ms};
+use super::workloads::{Context, Run, append_run, median_run};
 
 /// The variants: events per append, writers, baseline script.
 const VARIANTS: [(usize, usize, &str); 2] = [
@@ -28,16 +28,7 @@ pub(crate) async fn run(ctx: &Context<'_>, report: &mut Report, url: &str) -> an
         for _ in 0..ctx.plan.repeats {
             runs.push(one_run(ctx, url, writers, batch).await?);
         }
-        let rates: Vec<f64> = runs.iter().map(|r| r.events_per_s).collect();
-        let middle = median(rates.clone());
-        let run = runs
-            .into_iter()
-            .min_by(|a, b| {
-                (a.events_per_s - middle)
-                    .abs()
-                    .total_cmp(&(b.events_per_s - middle).abs())
-            })
-            .ok_or_else(|| anyhow::anyhow!("no runs"))?;
+        let run = median_run(runs).ok_or_else(|| anyhow::anyhow!("no runs"))?;
         report.line(Line {
             workload: "PG",
             variant: variant.clone(),

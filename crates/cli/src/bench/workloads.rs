@@ -227,8 +227,8 @@ pub(crate) async fn append_run<S: EventAppender + ?Sized + 'static>(
     Ok(clock.finish(events, latencies_us))
 }
 
-/// What a timed run is measured against: the process's CPU, the store's counters and the
-/// committer threads' times when it started.
+/// What a timed run is measured against: the process's CPU, the store's counters, its
+/// threads' times and the CPUs' busy time when it started.
 pub(crate) struct RunClock<'a> {
     counter: StatsSource<'a>,
     cpu_before: f64,
@@ -284,8 +284,9 @@ impl<'a> RunClock<'a> {
 }
 
 impl Run {
-    /// `1,234 fsyncs/s, 20.1 events per group commit, CPU 1.52 of 2 cores (…)`, then the
-    /// committers' and the runtime threads' shares and the stages where they were measured.
+    /// `1,234 fsyncs/s, 20.1 events per group commit, CPU 1.52 of 2 cores (…)`, then each
+    /// CPU's busy share, the committers' and the runtime threads' shares and the stages
+    /// where they were measured.
     pub(crate) fn describe(&self) -> String {
         let cpu_us_per_event = if self.events_per_s > 0.0 {
             format!(
@@ -368,6 +369,14 @@ async fn repeated_append(
         .zip(median_measured(growing))
         .map(|(overwrite, growing)| Ceilings { overwrite, growing });
     Ok((runs.swap_remove(middle), ceilings))
+}
+
+/// The run whose rate is nearest the median of the runs' rates (of two equally near, the
+/// first).
+pub(crate) fn median_run(runs: Vec<Run>) -> Option<Run> {
+    let middle = median(runs.iter().map(|r| r.events_per_s).collect());
+    let off = |r: &Run| (r.events_per_s - middle).abs();
+    runs.into_iter().min_by(|a, b| off(a).total_cmp(&off(b)))
 }
 
 /// The median of the bare loop's runs, by rate.
