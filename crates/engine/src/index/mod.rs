@@ -134,6 +134,9 @@ pub struct Index {
 struct State {
     active: Memtable,
     frozen: Option<Frozen>,
+    /// The last flushed memtable, emptied with its memory kept, to become the next active
+    /// one (see [`Memtable::empty_keeping_memory`]).
+    spare: Option<Memtable>,
     runs: Arc<Vec<Arc<Run>>>,
     manifest: Manifest,
 }
@@ -242,7 +245,8 @@ impl Index {
         if state.frozen.is_some() || state.active.is_empty() {
             return false;
         }
-        let table = Arc::new(std::mem::take(&mut state.active));
+        let next = state.spare.take().unwrap_or_default();
+        let table = Arc::new(std::mem::replace(&mut state.active, next));
         state.frozen = Some(Frozen {
             table,
             checkpoint_position,
@@ -263,13 +267,7 @@ impl Index {
         };
         let id = manifest.next_run_id;
         let sorted = frozen.table.sorted();
-        let run = run::write(
-            self.vfs.as_ref(),
-            &self.dir,
-            id,
-            0,
-            sorted.into_iter().map(Ok),
-        )?;
+        let run = run::write(self.vfs.as_ref(), &self.dir, id, 0, sorted.map(Ok))?;
         manifest.next_run_id += 1;
         runs.push(Arc::new(run));
         let mut obsolete = Vec::new();
@@ -301,6 +299,11 @@ impl Index {
             state.runs = Arc::new(runs);
             state.manifest = manifest;
             state.frozen = None;
+        }
+        // Readers may still hold the table; then its memory goes when they are done.
+        if let Ok(mut table) = Arc::try_unwrap(frozen.table) {
+            table.empty_keeping_memory();
+            self.state.write().spare = Some(table);
         }
         for run in obsolete {
             // Readers holding the run keep their open handle; the name can go now.
@@ -353,9 +356,9 @@ impl Index {
     /// Memory held by the index, in bytes (approximate).
     pub fn memory_bytes(&self) -> usize {
         let state = self.state.read();
-        let mem = |t: &Memtable| t.len() * (ENTRY_LEN + 16);
-        mem(&state.active)
-            + state.frozen.as_ref().map_or(0, |f| mem(&f.table))
+        state.active.memory_bytes()
+            + state.frozen.as_ref().map_or(0, |f| f.table.memory_bytes())
+            + state.spare.as_ref().map_or(0, Memtable::memory_bytes)
             + state
                 .runs
                 .iter()
@@ -394,5 +397,49 @@ mod tests {
             assert_eq!(key_hash(KeyKind::Stream, name), xxh3_64(&bytes), "{name}");
         }
         assert_eq!(key_hash(KeyKind::Category, "order"), 0xfde8_9942_f009_7b6c);
+    }
+
+    fn entries(key: u64, seqs: std::ops::Range<u64>) -> Vec<Entry> {
+        seqs.map(|seq| Entry {
+            key,
+            seq,
+            position: seq * 10 + key,
+            address: seq,
+        })
+        .collect()
+    }
+
+    /// A flushed memtable's memory becomes the next active one's, and reads see only what
+    /// was inserted since, with the flushed entries in the run.
+    #[test]
+    fn a_flushed_memtable_is_reused_emptied_and_reads_stay_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, problem) = Index::open(Arc::new(crate::device::StdVfs), dir.path());
+        assert!(problem.is_none());
+        for generation in 0..3u64 {
+            let seqs = generation * 100..(generation + 1) * 100;
+            index.insert(entries(1, seqs.clone()).into_iter().chain(entries(2, seqs)));
+            assert_eq!(index.active_len(), 200);
+            assert!(index.freeze(generation, generation));
+            index.flush_frozen().unwrap();
+            let spare = index
+                .state
+                .read()
+                .spare
+                .as_ref()
+                .map(Memtable::memory_bytes);
+            assert!(
+                spare.is_some_and(|bytes| bytes >= 200 * size_of::<Entry>()),
+                "generation {generation}: the flushed table is kept as the spare"
+            );
+        }
+        index.insert(entries(1, 300..310));
+        assert_eq!(index.active_len(), 10, "the reused table starts empty");
+        let all = index.range(1, 0, Direction::Forward, usize::MAX).unwrap();
+        assert_eq!(all, entries(1, 0..310));
+        let last = index.range(2, u64::MAX, Direction::Backward, 5).unwrap();
+        let mut expected = entries(2, 295..300);
+        expected.reverse();
+        assert_eq!(last, expected);
     }
 }
