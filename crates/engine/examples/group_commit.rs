@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p annals-engine --example group_commit -- [writers] [seconds] [batch]`
 //!
-//! `ANNALS_GROUP_MAX_BYTES=N` caps a group's requests at about N bytes (`Config::group_max_bytes`).
+//! `ANNALS_GROUP_MAX_BYTES=N` caps a group's requests at about N bytes (`Config::group_max_bytes`),
+//! `ANNALS_MEMTABLE_ENTRIES=N` sets `Config::memtable_entries`.
 //! With `ANNALS_FAKE_SYNC_US=N` every fdatasync is replaced by an N µs sleep (which takes
 //! longer: the sleeper's wake-up is added, as to a real sync's). Nothing is durable then, but
 //! the disk's minute-to-minute variance is gone, so a change to the engine's pipeline (the
@@ -62,6 +63,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     {
         config.group_max_bytes = bytes;
         println!("groups capped at {bytes} bytes");
+    }
+    if let Some(entries) = std::env::var("ANNALS_MEMTABLE_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.memtable_entries = entries;
+        println!("memtable frozen at {entries} entries");
     }
     let machine = match fake_sync {
         Some(us) => {
