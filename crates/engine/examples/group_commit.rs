@@ -37,6 +37,11 @@ fn fsync_rate(dir: &std::path::Path, seconds: f64) -> std::io::Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// A number from the environment; `None` when unset or not a number.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// The runtime `annals` itself runs on ([`annals_engine::runtime_workers`]).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -53,21 +58,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let batch: usize = args.next().map_or(Ok(1), |a| a.parse())?;
     let base = std::env::var("ANNALS_BENCH_DIR").unwrap_or_else(|_| ".".into());
     let dir = tempfile::tempdir_in(base)?;
-    let fake_sync = std::env::var("ANNALS_FAKE_SYNC_US")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let fake_sync = env_number("ANNALS_FAKE_SYNC_US");
     let mut config = Config::default();
-    if let Some(bytes) = std::env::var("ANNALS_GROUP_MAX_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(bytes) = env_number("ANNALS_GROUP_MAX_BYTES") {
         config.group_max_bytes = bytes;
         println!("groups capped at {bytes} bytes");
     }
-    if let Some(entries) = std::env::var("ANNALS_MEMTABLE_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(entries) = env_number("ANNALS_MEMTABLE_ENTRIES") {
         config.memtable_entries = entries;
         println!("memtable frozen at {entries} entries");
     }
