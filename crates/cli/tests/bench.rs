@@ -114,6 +114,12 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         halt_poll,
         "{machine}"
     );
+    // A guest whose idle CPUs halt at once is told what that costs and where to read more.
+    assert_eq!(
+        stdout.contains("note     idle CPUs halt without polling"),
+        halt_poll == Some(0.0),
+        "{stdout}"
+    );
     // `annals` leaves one CPU to the engine's threads.
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         let cpus = number(machine, "cpus").unwrap_or(0.0);

@@ -54,6 +54,9 @@ impl Report {
             m.cpus,
             m.idle.describe(),
         );
+        if let Some(hint) = m.idle.hint() {
+            println!("note     {hint}");
+        }
         self.lines.push(json!({
             "workload": "machine", "variant": null, "system": "machine",
             "fdatasync_per_s": m.fdatasync_per_s, "seq_write_mib_s": m.seq_write_mib_s,
