@@ -363,12 +363,13 @@ async fn repeated_append(
             overwrite.push(best);
         }
     }
-    runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
-    let middle = runs.len() / 2;
-    let ceilings = median_measured(overwrite)
-        .zip(median_measured(growing))
+    let run =
+        middle_by_rate(runs, |r: &Run| r.events_per_s).ok_or_else(|| anyhow::anyhow!("no runs"))?;
+    let rate = |m: &Measured| m.events_per_s;
+    let ceilings = middle_by_rate(overwrite, rate)
+        .zip(middle_by_rate(growing, rate))
         .map(|(overwrite, growing)| Ceilings { overwrite, growing });
-    Ok((runs.swap_remove(middle), ceilings))
+    Ok((run, ceilings))
 }
 
 /// The run whose rate is nearest the median of the runs' rates (of two equally near, the
@@ -379,9 +380,9 @@ pub(crate) fn median_run(runs: Vec<Run>) -> Option<Run> {
     runs.into_iter().min_by(|a, b| off(a).total_cmp(&off(b)))
 }
 
-/// The median of the bare loop's runs, by rate.
-fn median_measured(mut runs: Vec<Measured>) -> Option<Measured> {
-    runs.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
+/// The middle of the runs by rate (of an even number, the upper of the middle two).
+fn middle_by_rate<T>(mut runs: Vec<T>, rate: impl Fn(&T) -> f64) -> Option<T> {
+    runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
     (!runs.is_empty()).then(|| runs.swap_remove(runs.len() / 2))
 }
 
