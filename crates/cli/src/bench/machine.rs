@@ -75,7 +75,8 @@ impl IdlePolling {
         halts_at_once.then_some(
             "idle CPUs halt without polling (guest_halt_poll_ns = 0), so a group commit's \
              thread wake-ups go through the hypervisor; with 200000, the driver's default, \
-             W1 at 64 writers ran 14-20% faster on such VMs (README, Performance)",
+             W1 at 64 writers ran 2-37% faster (median 19%, 7 alternating pairs) on such VMs \
+             (README, Performance)",
         )
     }
 }
