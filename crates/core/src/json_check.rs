@@ -192,6 +192,23 @@ impl Checker<'_> {
         self.at += 1;
         loop {
             let mut at = self.at;
+            // Long runs of plain characters are skipped 32 bytes at a time (one test per
+            // block), then the word loop below finds the special byte itself.
+            while let Some(block) = bytes.get(at..).and_then(<[u8]>::first_chunk::<32>) {
+                let word = |i: usize| {
+                    block[i..]
+                        .first_chunk::<8>()
+                        .map_or(0, |w| u64::from_le_bytes(*w))
+                };
+                let mask = special_mask(word(0))
+                    | special_mask(word(8))
+                    | special_mask(word(16))
+                    | special_mask(word(24));
+                if mask != 0 {
+                    break;
+                }
+                at += 32;
+            }
             while let Some(word) = bytes
                 .get(at..at + 8)
                 .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
@@ -398,7 +415,7 @@ mod tests {
         );
         assert!(!is_json(bytes));
         // Truncated, overlong, a surrogate, beyond U+10FFFF, a stray continuation byte; each
-        // in a short string and after 8 or more ASCII bytes.
+        // in a short string, after 8 or more ASCII bytes and after a 32-byte block of them.
         for bad in [
             &b"\xc3"[..],
             b"\xe2\x82",
@@ -407,7 +424,11 @@ mod tests {
             b"\xf4\x90\x80\x80",
             b"\x80",
         ] {
-            for before in ["", "abcdefghijklmnop"] {
+            for before in [
+                "",
+                "abcdefghijklmnop",
+                "abcdefghijklmnopqrstuvwxyz0123456789",
+            ] {
                 let mut text = format!("[\"{before}").into_bytes();
                 text.extend(bad);
                 text.extend(b"xyz\"]");

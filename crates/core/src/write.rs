@@ -273,46 +273,52 @@ enum Outcome {
     Unchanged(CurrentRevision),
 }
 
+/// The outcomes of a request's stream writes, in order. Most requests write one stream, so
+/// the first is kept inline: planning a one-stream append allocates no list for it.
+#[derive(Debug, Clone, Default)]
+struct Outcomes {
+    first: Option<Outcome>,
+    rest: Vec<Outcome>,
+}
+
+impl Outcomes {
+    fn push(&mut self, outcome: Outcome) {
+        if self.first.is_none() {
+            self.first = Some(outcome);
+        } else {
+            self.rest.push(outcome);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Outcome> {
+        self.first.iter().chain(&self.rest)
+    }
+}
+
 /// The records a request writes, and how to report its result.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     /// Records to write atomically, in this order.
     pub records: Vec<PlannedRecord>,
-    outcomes: Vec<Outcome>,
+    outcomes: Outcomes,
 }
 
 impl Plan {
     /// One result per stream write of the request (one in all for metadata, delete and
     /// tombstone), given the positions assigned to `records`.
     pub fn results(&self, positions: &[Position]) -> Vec<AppendResult> {
-        self.results_with(|i| positions.get(i).copied())
+        results_with(&self.outcomes, |i| positions.get(i).copied())
     }
 
-    /// [`Plan::results`] where `records` were given consecutive positions from `first`
-    /// (they may have been taken out of the plan since).
-    pub fn results_from(&self, first: Position) -> Vec<AppendResult> {
-        self.results_with(|i| Some(Position(first.0 + i as u64)))
-    }
-
-    fn results_with(&self, position: impl Fn(usize) -> Option<Position>) -> Vec<AppendResult> {
-        self.outcomes
-            .iter()
-            .map(|outcome| match *outcome {
-                Outcome::Written {
-                    first,
-                    count,
-                    last_revision,
-                } => AppendResult {
-                    current_revision: CurrentRevision::Current(last_revision),
-                    positions: position(first).zip(position(first + count - 1)),
-                },
-                Outcome::Duplicate(result) => result,
-                Outcome::Unchanged(current) => AppendResult {
-                    current_revision: current,
-                    positions: None,
-                },
-            })
-            .collect()
+    /// The results, for when `records` were given consecutive positions from `first` (they
+    /// may have been taken out of the plan since): kept as the outcomes and `first` until
+    /// [`ResultsFrom::into_results`] builds them, so that the result list can be allocated
+    /// where it is sent rather than where the plan was made.
+    pub fn into_results_from(self, first: Position) -> ResultsFrom {
+        ResultsFrom {
+            outcomes: self.outcomes,
+            first,
+        }
     }
 
     /// True when the request writes nothing (duplicates and empty appends only).
@@ -335,6 +341,57 @@ impl Plan {
             last_revision,
         });
     }
+}
+
+/// A plan's results before they are built: see [`Plan::into_results_from`].
+#[derive(Debug, Clone)]
+pub struct ResultsFrom {
+    outcomes: Outcomes,
+    first: Position,
+}
+
+impl ResultsFrom {
+    /// Results known already (nothing left to compute from positions).
+    pub fn ready(results: Vec<AppendResult>) -> Self {
+        let mut outcomes = Outcomes::default();
+        for result in results {
+            outcomes.push(Outcome::Duplicate(result));
+        }
+        Self {
+            outcomes,
+            first: Position(0),
+        }
+    }
+
+    /// One result per stream write of the request.
+    pub fn into_results(self) -> Vec<AppendResult> {
+        let first = self.first.0;
+        results_with(&self.outcomes, |i| Some(Position(first + i as u64)))
+    }
+}
+
+fn results_with(
+    outcomes: &Outcomes,
+    position: impl Fn(usize) -> Option<Position>,
+) -> Vec<AppendResult> {
+    outcomes
+        .iter()
+        .map(|outcome| match *outcome {
+            Outcome::Written {
+                first,
+                count,
+                last_revision,
+            } => AppendResult {
+                current_revision: CurrentRevision::Current(last_revision),
+                positions: position(first).zip(position(first + count - 1)),
+            },
+            Outcome::Duplicate(result) => result,
+            Outcome::Unchanged(current) => AppendResult {
+                current_revision: current,
+                positions: None,
+            },
+        })
+        .collect()
 }
 
 /// The writer-facing state of a stream: its current revision, or `StreamDeleted`.
@@ -651,7 +708,12 @@ mod tests {
         assert_eq!(expected[2].positions, Some((Position(42), Position(42))));
         // Also once the records were taken out, as the engine's writer does.
         plan.records.clear();
-        assert_eq!(plan.results_from(Position(40)), expected);
+        let later = plan.into_results_from(Position(40));
+        assert_eq!(later.into_results(), expected);
+        assert_eq!(
+            ResultsFrom::ready(expected.clone()).into_results(),
+            expected
+        );
     }
 
     #[test]

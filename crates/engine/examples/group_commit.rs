@@ -82,8 +82,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // appenders copying their payloads.
     let data: &'static str = format!("{{\"payload\":\"{}\"}}", "x".repeat(256 - 14)).leak();
     assert_eq!(data.len(), 256);
-    let metadata: &'static str =
-        format!("{{\"correlation\":\"{}\"}}", "c".repeat(64 - 18)).leak();
+    let metadata: &'static str = format!("{{\"correlation\":\"{}\"}}", "c".repeat(64 - 18)).leak();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let before = engine.stats();

@@ -8,7 +8,12 @@
 //! the committer hands it a whole group with one wake, and the task's wakes of the
 //! appenders go to its worker's local queue. Elsewhere (no runtime, or a current-thread
 //! runtime, which runs tasks only while someone blocks on it) the committer answers itself.
+//!
+//! Whoever sends an answer also builds its result list ([`ResultsFrom::into_results`]): the
+//! appender frees it on the same thread, which is glibc's cheap path, and the leader that
+//! planned the request does not allocate it.
 
+use annals_core::write::ResultsFrom;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc;
 
@@ -67,7 +72,7 @@ impl Drop for Queue {
 fn send(answers: Vec<Answer>) {
     for (reply, result) in answers {
         // An appender that stopped waiting needs no answer.
-        let _ = reply.send(result);
+        let _ = reply.send(result.map(ResultsFrom::into_results));
     }
 }
 
@@ -89,7 +94,7 @@ mod tests {
                     current_revision: CurrentRevision::Current(i),
                     positions: None,
                 };
-                ((reply, Ok(vec![result])), response)
+                ((reply, Ok(ResultsFrom::ready(vec![result]))), response)
             })
             .unzip()
     }

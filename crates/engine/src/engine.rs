@@ -7,12 +7,14 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use annals_core::readpath::{self, IndexEntry, IndexKey, LogAccess};
+use annals_core::store;
 use annals_core::visibility::Restriction;
-use annals_core::write::{self, Limits};
+use annals_core::write::{self, Limits, StreamWrite};
 use annals_core::{
     AllSlice, AppendError, AppendResult, Clock, Direction, EventAppender, EventReader, EventType,
-    Position, ReadAllOptions, ReadError, ReadStreamOptions, RecordedEvent, ResolvedEvent,
-    StorageError, StreamKind, StreamMetadata, StreamName, SystemClock, WriteRequest,
+    ExpectedRevision, NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions,
+    RecordedEvent, ResolvedEvent, StorageError, StreamKind, StreamMetadata, StreamName,
+    SystemClock, WriteRequest,
 };
 use async_trait::async_trait;
 use foldhash::HashMap;
@@ -514,9 +516,11 @@ impl Drop for Engine {
     }
 }
 
-#[async_trait]
-impl EventAppender for Engine {
-    async fn write(&self, request: WriteRequest) -> Result<Vec<AppendResult>, AppendError> {
+impl Engine {
+    /// Validates a request and queues it for the writer; resolves once it is durable.
+    /// Both [`EventAppender`] methods below call it directly: the trait's own `append`
+    /// would await `write` as a second boxed future, an allocation per append.
+    async fn submit(&self, request: WriteRequest) -> Result<Vec<AppendResult>, AppendError> {
         write::validate(&request, &self.shared.config.limits)?;
         if let Some(poisoned) = self.shared.poisoned() {
             return Err(poisoned.into());
@@ -532,6 +536,27 @@ impl EventAppender for Engine {
             .await
             .map_err(|_| StorageError::Closed)?;
         response.await.map_err(|_| StorageError::Closed)?
+    }
+}
+
+#[async_trait]
+impl EventAppender for Engine {
+    async fn write(&self, request: WriteRequest) -> Result<Vec<AppendResult>, AppendError> {
+        self.submit(request).await
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        let write = StreamWrite {
+            stream: stream.clone(),
+            expected,
+            events,
+        };
+        store::single(self.submit(WriteRequest::Append(vec![write])).await?)
     }
 }
 

@@ -33,7 +33,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use annals_core::write::{self, PlannedRecord, StreamState, StreamView};
+use annals_core::write::{self, PlannedRecord, ResultsFrom, StreamState, StreamView};
 use annals_core::{
     AppendError, AppendResult, ContentType, Direction, Position, RecordedEvent, StorageError,
     StreamMetadata, StreamName, Timestamp, WriteRequest,
@@ -80,7 +80,9 @@ pub(crate) struct Request {
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Vec<AppendResult>, AppendError>>;
-pub(crate) type Answer = (Reply, Result<Vec<AppendResult>, AppendError>);
+/// A reply and what it will say. A success's result list is built by whoever sends it
+/// ([`Answerer`]): where it is freed, which keeps its allocation off the leader.
+pub(crate) type Answer = (Reply, Result<ResultsFrom, AppendError>);
 
 /// Starts the committers, the index flusher and the zero-filler; returns their threads.
 pub(crate) fn start(
@@ -246,6 +248,7 @@ struct Building {
     pending: Pending,
     /// The encoded records.
     buf: Vec<u8>,
+    /// The requests' records, as planned.
     encoded: Vec<Encoded>,
     /// Their index entries, each address an offset in `buf` until the group is written.
     entries: Vec<Entry>,
@@ -257,14 +260,16 @@ struct Building {
     /// Summed over the requests: time in the queue, and from `started` until planned.
     queued: Duration,
     planned_after_start: Duration,
-    /// Time spent planning and encoding (not waiting for requests).
-    work: Duration,
+    /// Time spent waiting for requests once the first was taken.
+    waited: Duration,
 }
 
-/// A record of the group being built, with its position.
+/// A request's records in the group being built, with the position of the first. They
+/// stay in the list the planner made, which goes with the group to be freed after its sync,
+/// not on the leader.
 struct Encoded {
-    record: PlannedRecord,
-    position: Position,
+    records: Vec<PlannedRecord>,
+    first: Position,
 }
 
 /// What a record is the last of, among a request's records.
@@ -278,10 +283,15 @@ enum Ends {
 }
 
 impl Encoded {
-    /// Metadata and tombstone records change what readers may see.
-    fn restricts(&self) -> bool {
-        self.record.tombstone || self.record.stream.metadata_target().is_some()
+    /// The records with their positions.
+    fn positioned(&self) -> impl Iterator<Item = (&PlannedRecord, Position)> {
+        self.records.iter().zip((self.first.0..).map(Position))
     }
+}
+
+/// Metadata and tombstone records change what readers may see.
+fn restricts(record: &PlannedRecord) -> bool {
+    record.tombstone || record.stream.metadata_target().is_some()
 }
 
 /// `$all` sparse index entries: (position, address).
@@ -340,8 +350,15 @@ impl Writer {
         while group.bytes < limit {
             match self.requests.try_recv() {
                 Ok(request) => self.add(&mut group, request),
-                Err(_) if group.answers.len() >= wanted || Instant::now() >= deadline => break,
-                Err(_) => std::thread::yield_now(),
+                Err(_) if group.answers.len() >= wanted => break,
+                Err(_) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    std::thread::yield_now();
+                    group.waited += now.elapsed();
+                }
             }
         }
         self.previous_requests = group.answers.len();
@@ -377,14 +394,14 @@ impl Writer {
                 metadata: HashMap::default(),
             },
             buf,
-            encoded: Vec::with_capacity(self.previous_events),
+            encoded: Vec::with_capacity(self.previous_requests + 1),
             entries: Vec::with_capacity(self.previous_events * 3),
             failed: None,
             answers: Vec::with_capacity(self.previous_requests + 1),
             bytes: 0,
             queued: Duration::ZERO,
             planned_after_start: Duration::ZERO,
-            work: Duration::ZERO,
+            waited: Duration::ZERO,
         })
     }
 
@@ -410,20 +427,21 @@ impl Writer {
             let first = self.next_position;
             self.next_position += records.len() as u64;
             group.pending.apply(&records, first);
-            let mut records = records.into_iter().zip((first..).map(Position)).peekable();
-            while let Some((record, position)) = records.next() {
-                let next = records.peek().map(|(next, _)| &next.stream);
-                let ends = match next {
+            for (i, record) in records.iter().enumerate() {
+                let ends = match records.get(i + 1) {
                     None => Ends::Request,
-                    Some(next) if *next != record.stream => Ends::Stream,
+                    Some(next) if next.stream != record.stream => Ends::Stream,
                     Some(_) => Ends::Nothing,
                 };
-                self.push_record(group, record, position, ends);
+                self.push_record(group, record, Position(first + i as u64), ends);
             }
-            plan.results_from(Position(first))
+            if !records.is_empty() {
+                let first = Position(first);
+                group.encoded.push(Encoded { records, first });
+            }
+            plan.into_results_from(Position(first))
         });
         group.answers.push((request.reply, result));
-        group.work += planning.elapsed();
     }
 
     /// Encodes a planned record into the group, with its index entries and, where it is the
@@ -431,7 +449,7 @@ impl Writer {
     fn push_record(
         &mut self,
         group: &mut Building,
-        record: PlannedRecord,
+        record: &PlannedRecord,
         position: Position,
         ends: Ends,
     ) {
@@ -441,19 +459,17 @@ impl Writer {
             synced_before: group.synced_before,
             created: group.created,
         };
-        encode(&record, mark, ends == Ends::Request, &mut group.buf);
-        self.index(group, &record, position, offset_in_group);
-        let record = Encoded { record, position };
+        encode(record, mark, ends == Ends::Request, &mut group.buf);
+        self.index(group, record, position, offset_in_group);
         // A batch's records share their stream: only its last state is kept.
-        if ends != Ends::Nothing || record.restricts() {
+        if ends != Ends::Nothing || restricts(record) {
             let state = StreamState {
-                last_revision: Some(record.record.revision),
-                last_event_id: Some(record.record.event.id),
-                tombstoned: record.record.tombstone,
+                last_revision: Some(record.revision),
+                last_event_id: Some(record.event.id),
+                tombstoned: record.tombstone,
             };
-            self.states.insert(record.record.stream.clone(), state);
+            self.states.insert(record.stream.clone(), state);
         }
-        group.encoded.push(record);
     }
 
     /// Adds a record's index entries to the group, addressed by its offset in the group
@@ -491,7 +507,6 @@ impl Writer {
     /// Writes a built group and queues it for its answers; returns its sync, for the caller
     /// to run once it has let the next leader in.
     fn finish(&mut self, group: Building) -> Option<SyncJob> {
-        let writing = Instant::now();
         let Building {
             started,
             group_start,
@@ -504,13 +519,16 @@ impl Writer {
             pending,
             queued,
             planned_after_start,
-            work,
+            waited,
             ..
         } = group;
+        let records: usize = encoded.iter().map(|e| e.records.len()).sum();
         let written = match failed {
             Some(e) => Err(e),
             None if buf.is_empty() => Ok(None),
-            None => self.write_group(&buf, &encoded, entries, created).map(Some),
+            None => self
+                .write_group(&buf, &encoded, records, entries, created)
+                .map(Some),
         };
         if buf.capacity() <= GROUP_BUFFER_KEPT {
             self.buf = buf;
@@ -529,9 +547,11 @@ impl Writer {
         if log.is_some() {
             self.in_flight.push_back((self.next_position, pending));
         }
-        self.previous_build = work + writing.elapsed();
-        self.previous_events = encoded.len();
         let written_at = Instant::now();
+        self.previous_build = written_at
+            .saturating_duration_since(started)
+            .saturating_sub(waited);
+        self.previous_events = records;
         let requests = answers.len() as u32;
         // Each request was being built from when it was planned until the group was written.
         let building = (written_at.saturating_duration_since(started) * requests)
@@ -593,6 +613,7 @@ impl Writer {
         &mut self,
         buf: &[u8],
         encoded: &[Encoded],
+        records: usize,
         mut entries: Vec<Entry>,
         created: Timestamp,
     ) -> Result<WrittenLog, StorageError> {
@@ -603,7 +624,7 @@ impl Writer {
             // A new segment is not the last one any more once a later group lands in it, so
             // everything in the current one must be synced first (recovery cuts torn tails
             // only in the last segment).
-            let group_start = encoded.first().map_or(self.next_position, |e| e.position.0);
+            let group_start = encoded.first().map_or(self.next_position, |e| e.first.0);
             self.wait_until_published(group_start)?;
             self.roll(group_start)?;
             // The group's first record is its new segment's first: always in the sparse index.
@@ -643,11 +664,12 @@ impl Writer {
         self.offset += len;
         let restricting = encoded
             .iter()
-            .filter(|e| e.restricts())
-            .map(|e| {
+            .flat_map(Encoded::positioned)
+            .filter(|(record, _)| restricts(record))
+            .map(|(record, position)| {
                 (
-                    recorded(e.record.clone(), e.position, created),
-                    e.record.tombstone,
+                    recorded(record.clone(), position, created),
+                    record.tombstone,
                 )
             })
             .collect();
@@ -655,7 +677,7 @@ impl Writer {
             segment: Arc::clone(&self.segment),
             end_offset: self.offset,
             end_position: self.next_position,
-            records: encoded.len() as u64,
+            records: records as u64,
             entries,
             sparse,
             restricting,
@@ -868,8 +890,8 @@ impl Finisher {
             answers
                 .iter()
                 .filter_map(|(_, result)| result.as_ref().ok())
-                .flatten()
-                .filter_map(AppendResult::last_position)
+                .flat_map(|results| results.clone().into_results())
+                .filter_map(|result| result.last_position())
                 .all(|p| p.0 < self.durable_through),
             "acknowledging an append that is not yet durable"
         );
