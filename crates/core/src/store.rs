@@ -28,12 +28,10 @@ pub trait EventAppender: Send + Sync {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
-        let write = StreamWrite {
-            stream: stream.clone(),
-            expected,
-            events,
-        };
-        single(self.write(WriteRequest::Append(vec![write])).await?)
+        single(
+            self.write(WriteRequest::append_one(stream, expected, events))
+                .await?,
+        )
     }
 
     /// Appends to several streams in one atomic commit: every expectation holds and all

@@ -62,6 +62,21 @@ pub enum WriteRequest {
     },
 }
 
+impl WriteRequest {
+    /// An append of `events` to one stream.
+    pub fn append_one(
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self::Append(vec![StreamWrite {
+            stream: stream.clone(),
+            expected,
+            events,
+        }])
+    }
+}
+
 /// Size limits a backend enforces on appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use annals_core::readpath::{self, IndexEntry, IndexKey, LogAccess};
 use annals_core::store;
 use annals_core::visibility::Restriction;
-use annals_core::write::{self, Limits, StreamWrite};
+use annals_core::write::{self, Limits};
 use annals_core::{
     AllSlice, AppendError, AppendResult, Clock, Direction, EventAppender, EventReader, EventType,
     ExpectedRevision, NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions,
@@ -551,12 +551,8 @@ impl EventAppender for Engine {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
-        let write = StreamWrite {
-            stream: stream.clone(),
-            expected,
-            events,
-        };
-        store::single(self.submit(WriteRequest::Append(vec![write])).await?)
+        let request = WriteRequest::append_one(stream, expected, events);
+        store::single(self.submit(request).await?)
     }
 }
 
