@@ -76,6 +76,21 @@ fn special_mask(word: u64) -> u64 {
     (below(quote, 1) | below(backslash, 1) | below(word, 0x20) | word) & HIGHS
 }
 
+/// Whether any byte of a block [`is_special`]. Written as three byte flags folded over the
+/// whole block, without early exit, so that the compiler turns it into a few vector compares (SSE2
+/// on x86-64: about 0.7 instructions a byte, against 1.4 for [`special_mask`] per word). A
+/// byte of 0x80 or more is negative as an `i8`, so one signed test catches it with the
+/// control characters.
+fn has_special(block: &[u8; 32]) -> bool {
+    let (mut quote, mut backslash, mut control_or_high) = (0u8, 0u8, 0u8);
+    for &b in block {
+        quote |= u8::from(b == b'"');
+        backslash |= u8::from(b == b'\\');
+        control_or_high |= u8::from((b as i8) < 0x20);
+    }
+    (quote | backslash | control_or_high) != 0
+}
+
 struct Checker<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -195,16 +210,7 @@ impl Checker<'_> {
             // Long runs of plain characters are skipped 32 bytes at a time (one test per
             // block), then the word loop below finds the special byte itself.
             while let Some(block) = bytes.get(at..).and_then(<[u8]>::first_chunk::<32>) {
-                let word = |i: usize| {
-                    block[i..]
-                        .first_chunk::<8>()
-                        .map_or(0, |w| u64::from_le_bytes(*w))
-                };
-                let mask = special_mask(word(0))
-                    | special_mask(word(8))
-                    | special_mask(word(16))
-                    | special_mask(word(24));
-                if mask != 0 {
+                if has_special(block) {
                     break;
                 }
                 at += 32;
@@ -298,7 +304,7 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_json;
+    use super::{has_special, is_json, is_special};
 
     fn serde_accepts(bytes: &[u8]) -> bool {
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
@@ -436,6 +442,19 @@ mod tests {
             }
         }
         assert!(is_json("[\"abcdefgh€ü𝄞\"]".as_bytes()));
+    }
+
+    #[test]
+    fn a_block_has_a_special_byte_exactly_when_one_of_its_bytes_is() {
+        for b in 0..=u8::MAX {
+            for at in [0, 7, 8, 15, 16, 31] {
+                let mut block = [b'a'; 32];
+                block[at] = b;
+                assert_eq!(has_special(&block), is_special(b), "byte {b:#04x} at {at}");
+            }
+        }
+        assert!(!has_special(&[b' '; 32]));
+        assert!(!has_special(&[0x7f; 32]));
     }
 
     #[test]

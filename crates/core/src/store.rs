@@ -93,7 +93,9 @@ pub trait EventAppender: Send + Sync {
 
 /// The one result of a single-stream write (an append to one stream, a metadata change, a
 /// delete or a tombstone); a backend that returned none is at fault.
-pub fn single(results: Vec<AppendResult>) -> Result<AppendResult, AppendError> {
+pub fn single(
+    results: impl IntoIterator<Item = AppendResult>,
+) -> Result<AppendResult, AppendError> {
     results.into_iter().next().ok_or_else(|| {
         AppendError::Storage(crate::error::StorageError::backend(
             "backend returned no result for a single-stream write",

@@ -322,7 +322,7 @@ impl Plan {
     /// One result per stream write of the request (one in all for metadata, delete and
     /// tombstone), given the positions assigned to `records`.
     pub fn results(&self, positions: &[Position]) -> Vec<AppendResult> {
-        results_with(&self.outcomes, |i| positions.get(i).copied())
+        results_with(&self.outcomes, |i| positions.get(i).copied()).collect()
     }
 
     /// The results, for when `records` were given consecutive positions from `first` (they
@@ -378,35 +378,38 @@ impl ResultsFrom {
         }
     }
 
+    /// One result per stream write of the request, built as they are taken: a caller that
+    /// wants only the first (a one-stream append) allocates no list.
+    pub fn results(&self) -> impl Iterator<Item = AppendResult> + '_ {
+        let first = self.first.0;
+        results_with(&self.outcomes, move |i| Some(Position(first + i as u64)))
+    }
+
     /// One result per stream write of the request.
     pub fn into_results(self) -> Vec<AppendResult> {
-        let first = self.first.0;
-        results_with(&self.outcomes, |i| Some(Position(first + i as u64)))
+        self.results().collect()
     }
 }
 
-fn results_with(
-    outcomes: &Outcomes,
-    position: impl Fn(usize) -> Option<Position>,
-) -> Vec<AppendResult> {
-    outcomes
-        .iter()
-        .map(|outcome| match *outcome {
-            Outcome::Written {
-                first,
-                count,
-                last_revision,
-            } => AppendResult {
-                current_revision: CurrentRevision::Current(last_revision),
-                positions: position(first).zip(position(first + count - 1)),
-            },
-            Outcome::Duplicate(result) => result,
-            Outcome::Unchanged(current) => AppendResult {
-                current_revision: current,
-                positions: None,
-            },
-        })
-        .collect()
+fn results_with<'a>(
+    outcomes: &'a Outcomes,
+    position: impl Fn(usize) -> Option<Position> + 'a,
+) -> impl Iterator<Item = AppendResult> + 'a {
+    outcomes.iter().map(move |outcome| match *outcome {
+        Outcome::Written {
+            first,
+            count,
+            last_revision,
+        } => AppendResult {
+            current_revision: CurrentRevision::Current(last_revision),
+            positions: position(first).zip(position(first + count - 1)),
+        },
+        Outcome::Duplicate(result) => result,
+        Outcome::Unchanged(current) => AppendResult {
+            current_revision: current,
+            positions: None,
+        },
+    })
 }
 
 /// The writer-facing state of a stream: its current revision, or `StreamDeleted`.

@@ -9,11 +9,9 @@
 //! appenders go to its worker's local queue. Elsewhere (no runtime, or a current-thread
 //! runtime, which runs tasks only while someone blocks on it) the committer answers itself.
 //!
-//! Whoever sends an answer also builds its result list ([`ResultsFrom::into_results`]): the
-//! appender frees it on the same thread, which is glibc's cheap path, and the leader that
-//! planned the request does not allocate it.
+//! An answer carries its results unbuilt ([`annals_core::write::ResultsFrom`]): the appender
+//! builds what it returns, on its own thread, so that the leader allocates nothing for it.
 
-use annals_core::write::ResultsFrom;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc;
 
@@ -72,18 +70,19 @@ impl Drop for Queue {
 fn send(answers: Vec<Answer>) {
     for (reply, result) in answers {
         // An appender that stopped waiting needs no answer.
-        let _ = reply.send(result.map(ResultsFrom::into_results));
+        let _ = reply.send(result);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use annals_core::write::ResultsFrom;
     use annals_core::{AppendError, AppendResult, CurrentRevision};
     use tokio::sync::oneshot;
 
     use super::*;
 
-    type Response = oneshot::Receiver<Result<Vec<AppendResult>, AppendError>>;
+    type Response = oneshot::Receiver<Result<ResultsFrom, AppendError>>;
 
     /// `n` answers, the i-th reporting revision i.
     fn group(n: u64) -> (Vec<Answer>, Vec<Response>) {
@@ -103,7 +102,8 @@ mod tests {
         let results = response
             .blocking_recv()
             .expect("an answer")
-            .expect("a success");
+            .expect("a success")
+            .into_results();
         results[0].current_revision
     }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use annals_core::readpath::{self, IndexEntry, IndexKey, LogAccess};
 use annals_core::store;
 use annals_core::visibility::Restriction;
-use annals_core::write::{self, Limits};
+use annals_core::write::{self, Limits, ResultsFrom};
 use annals_core::{
     AllSlice, AppendError, AppendResult, Clock, Direction, EventAppender, EventReader, EventType,
     ExpectedRevision, NewEvent, Position, ReadAllOptions, ReadError, ReadStreamOptions,
@@ -520,7 +520,7 @@ impl Engine {
     /// Validates a request and queues it for the writer; resolves once it is durable.
     /// Both [`EventAppender`] methods below call it directly: the trait's own `append`
     /// would await `write` as a second boxed future, an allocation per append.
-    async fn submit(&self, request: WriteRequest) -> Result<Vec<AppendResult>, AppendError> {
+    async fn submit(&self, request: WriteRequest) -> Result<ResultsFrom, AppendError> {
         write::validate(&request, &self.shared.config.limits)?;
         if let Some(poisoned) = self.shared.poisoned() {
             return Err(poisoned.into());
@@ -542,7 +542,7 @@ impl Engine {
 #[async_trait]
 impl EventAppender for Engine {
     async fn write(&self, request: WriteRequest) -> Result<Vec<AppendResult>, AppendError> {
-        self.submit(request).await
+        Ok(self.submit(request).await?.into_results())
     }
 
     async fn append(
@@ -552,7 +552,7 @@ impl EventAppender for Engine {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
         let request = WriteRequest::append_one(stream, expected, events);
-        store::single(self.submit(request).await?)
+        store::single(self.submit(request).await?.results())
     }
 }
 

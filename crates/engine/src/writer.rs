@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use annals_core::write::{self, PlannedRecord, ResultsFrom, StreamState, StreamView};
 use annals_core::{
-    AppendError, AppendResult, ContentType, Direction, Position, RecordedEvent, StorageError,
-    StreamMetadata, StreamName, Timestamp, WriteRequest,
+    AppendError, ContentType, Direction, Position, RecordedEvent, StorageError, StreamMetadata,
+    StreamName, Timestamp, WriteRequest,
 };
 use foldhash::HashMap;
 use parking_lot::Mutex;
@@ -74,14 +74,16 @@ pub(crate) const COMMITTERS: usize = 2;
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) write: WriteRequest,
-    pub(crate) reply: oneshot::Sender<Result<Vec<AppendResult>, AppendError>>,
+    pub(crate) reply: Reply,
     /// When the appender queued it.
     pub(crate) queued: Instant,
 }
 
-pub(crate) type Reply = oneshot::Sender<Result<Vec<AppendResult>, AppendError>>;
-/// A reply and what it will say. A success's result list is built by whoever sends it
-/// ([`Answerer`]): where it is freed, which keeps its allocation off the leader.
+/// Where a request's answer goes. A success is sent as its [`ResultsFrom`], from which the
+/// appender builds its results: a list for a whole write, none for a one-stream append, and
+/// never on the leader.
+pub(crate) type Reply = oneshot::Sender<Result<ResultsFrom, AppendError>>;
+/// A reply and what it will say.
 pub(crate) type Answer = (Reply, Result<ResultsFrom, AppendError>);
 
 /// Starts the committers, the index flusher and the zero-filler; returns their threads.
@@ -890,7 +892,7 @@ impl Finisher {
             answers
                 .iter()
                 .filter_map(|(_, result)| result.as_ref().ok())
-                .flat_map(|results| results.clone().into_results())
+                .flat_map(ResultsFrom::results)
                 .filter_map(|result| result.last_position())
                 .all(|p| p.0 < self.durable_through),
             "acknowledging an append that is not yet durable"
