@@ -77,10 +77,10 @@ fn special_mask(word: u64) -> u64 {
 }
 
 /// Whether any byte of a block [`is_special`]. Written as three byte flags folded over the
-/// whole block, without early exit, so that the compiler turns it into a few vector compares (SSE2
-/// on x86-64: about 0.7 instructions a byte, against 1.4 for [`special_mask`] per word). A
-/// byte of 0x80 or more is negative as an `i8`, so one signed test catches it with the
-/// control characters.
+/// whole block, without early exit, so that the compiler turns it into a few vector
+/// compares (SSE2 on x86-64: about 0.7 instructions a byte, against 1.4 for
+/// [`special_mask`] per word). A byte of 0x80 or more is negative as an `i8`, so one signed
+/// test catches it with the control characters.
 fn has_special(block: &[u8; 32]) -> bool {
     let (mut quote, mut backslash, mut control_or_high) = (0u8, 0u8, 0u8);
     for &b in block {
