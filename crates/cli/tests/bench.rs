@@ -152,6 +152,19 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         }
         // Every append waits for its own fdatasync.
         assert!(number(stages, "syncing").is_some_and(|v| v > 0.0), "{line}");
+        // The log's rate in bytes: each event's 256 + 64 bytes of payload and its framing.
+        let log_bytes_per_event = number(line, "mib_per_s").unwrap_or(0.0) * (1 << 20) as f64
+            / number(line, "events_per_s").unwrap_or(f64::INFINITY);
+        assert!(
+            (320.0..1024.0).contains(&log_bytes_per_event),
+            "{log_bytes_per_event} log bytes per event in {line}"
+        );
+        assert!(
+            line["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("% of the machine's sequential write bandwidth")),
+            "{line}"
+        );
         if with_baseline {
             assert!(number(line, "ratio_vs_postgres").is_some(), "{line}");
         }

@@ -148,6 +148,7 @@ pub(crate) struct Counters {
     pub(crate) groups: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) records: AtomicU64,
+    pub(crate) log_bytes: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) overlapped: AtomicU64,
     pub(crate) index_freezes: AtomicU64,
@@ -167,6 +168,9 @@ pub struct Stats {
     pub syncs: u64,
     /// Records written.
     pub records: u64,
+    /// Bytes of those records, as framed in the log (not counting the zeros written ahead
+    /// of the log's end to keep its syncs free of file metadata).
+    pub log_bytes: u64,
     /// Write requests answered.
     pub requests: u64,
     /// Groups written while an earlier group was still being synced or answered.
@@ -460,14 +464,15 @@ impl Engine {
         &self.shared.config
     }
 
-    /// Totals since open: group commits, syncs, records, requests, overlapped groups, index
-    /// freezes and flushes.
+    /// Totals since open: group commits, syncs, records and their bytes, requests, overlapped
+    /// groups, index freezes and flushes.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.stats;
         Stats {
             groups: c.groups.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
             records: c.records.load(Ordering::Relaxed),
+            log_bytes: c.log_bytes.load(Ordering::Relaxed),
             requests: c.requests.load(Ordering::Relaxed),
             overlapped: c.overlapped.load(Ordering::Relaxed),
             index_freezes: c.index_freezes.load(Ordering::Relaxed),

@@ -323,6 +323,8 @@ struct WrittenLog {
     /// The position after the group's last record.
     end_position: u64,
     records: u64,
+    /// The group's bytes in the log.
+    bytes: u64,
     entries: Vec<Entry>,
     sparse: Sparse,
     /// Metadata and tombstone records, which change the restrictions.
@@ -680,6 +682,7 @@ impl Writer {
             end_offset: self.offset,
             end_position: self.next_position,
             records: records as u64,
+            bytes: len,
             entries,
             sparse,
             restricting,
@@ -880,6 +883,7 @@ impl Finisher {
             );
             self.shared.stats.groups.fetch_add(1, Relaxed);
             self.shared.stats.records.fetch_add(log.records, Relaxed);
+            self.shared.stats.log_bytes.fetch_add(log.bytes, Relaxed);
             self.durable_through = log.end_position;
             self.publish(log);
             self.maybe_flush(end);

@@ -124,6 +124,23 @@ async fn concurrent_appends_share_fsyncs_and_get_gap_free_positions() {
     );
 }
 
+#[tokio::test]
+async fn stats_count_the_bytes_the_log_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(engine.stats().log_bytes, 0);
+    fill(&engine, 3, 7).await;
+    let stats = engine.stats();
+    assert_eq!(stats.records, 21);
+    // The records end with their JSON data (no metadata), so the last non-zero byte of the
+    // segment is the log's end.
+    let segment = std::fs::read(dir.path().join("log").join("0000000000.seg")).unwrap();
+    assert_eq!(
+        stats.log_bytes,
+        log_end(&segment) as u64 - annals_engine::record::SEGMENT_HEADER_LEN
+    );
+}
+
 /// A re-send queued beside its original is planned in the same group or while the original's
 /// group syncs, unpublished: the writer must find the original among the records it planned.
 #[tokio::test]

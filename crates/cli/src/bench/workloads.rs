@@ -25,6 +25,8 @@ pub(crate) struct Context<'a> {
     pub(crate) dir: PathBuf,
     pub(crate) plan: Plan,
     pub(crate) pg: &'a Baseline,
+    /// The machine line's sequential write bandwidth, which W3's log rate is compared with.
+    pub(crate) seq_write_mib_s: f64,
     /// Baseline results by (script, clients), measured once per run.
     pub(crate) pg_results:
         std::sync::Mutex<std::collections::HashMap<(String, usize), Option<f64>>>,
@@ -83,6 +85,8 @@ pub(crate) struct Run {
     pub(crate) latencies_us: Vec<u64>,
     fsyncs_per_s: f64,
     group_size: f64,
+    /// The log's records written per second, in MiB, where the store counts them.
+    pub(crate) log_mib_per_s: Option<f64>,
     /// Mean time per append in the engine's stages, when the store reports them.
     pub(crate) stages: Option<Stages>,
     /// CPU time of this process over wall time, in cores (2.0 = both cores busy).
@@ -261,19 +265,21 @@ impl<'a> RunClock<'a> {
         latencies_us.sort_unstable();
         let mean_latency_us =
             latencies_us.iter().sum::<u64>() as f64 / latencies_us.len().max(1) as f64;
-        let (syncs, records, stages) = match (&self.before, &after) {
+        let (syncs, records, log_bytes, stages) = match (&self.before, &after) {
             (Some(b), Some(a)) => (
                 a.syncs.saturating_sub(b.syncs) as f64,
                 a.records.saturating_sub(b.records) as f64,
+                Some(a.log_bytes.saturating_sub(b.log_bytes) as f64),
                 Stages::between(b, a, mean_latency_us),
             ),
-            _ => (0.0, 0.0, None),
+            _ => (0.0, 0.0, None, None),
         };
         Run {
             events_per_s: events as f64 / elapsed,
             latencies_us,
             fsyncs_per_s: syncs / elapsed,
             group_size: records / syncs.max(1.0),
+            log_mib_per_s: log_bytes.map(|bytes| bytes / elapsed / (1 << 20) as f64),
             stages,
             cpu_cores: (process_cpu_seconds() - self.cpu_before) / elapsed,
             committers,
@@ -442,8 +448,13 @@ async fn append_workload(
             p50_ms: percentile_ms(&run.latencies_us, 0.5),
             p99_ms: percentile_ms(&run.latencies_us, 0.99),
             ratio_vs_postgres: pg.map(|pg| run.events_per_s / pg),
+            mib_per_s: run.log_mib_per_s,
             extra: Some(format!(
-                "{}{}",
+                "{}{}{}",
+                run.log_mib_per_s.map_or(String::new(), |m| format!(
+                    "MiB/s of log records, {:.0}% of the machine's sequential write bandwidth; ",
+                    100.0 * m / ctx.seq_write_mib_s
+                )),
                 run.describe(),
                 ceilings.as_ref().map_or(String::new(), |c| format!(
                     "; {:.0}% of the bare group-commit ceiling, {:.0}% of a growing log's",
