@@ -85,6 +85,7 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
     for key in [
         "fdatasync_per_s",
         "seq_write_mib_s",
+        "seq_overwrite_mib_s",
         "overwrite_sync_us",
         "overwrite_sync_us_2_in_flight",
         "wake_up_us",
@@ -162,7 +163,7 @@ fn a_short_run_reports_every_workload_with_its_baseline() {
         assert!(
             line["note"]
                 .as_str()
-                .is_some_and(|n| n.contains("% of the machine's sequential write bandwidth")),
+                .is_some_and(|n| n.contains("% of the disk's sequential write bandwidth")),
             "{line}"
         );
         if with_baseline {

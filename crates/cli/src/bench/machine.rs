@@ -14,7 +14,12 @@ pub(crate) struct Machine {
     /// Mean latency of a 16 KiB overwrite + fdatasync of already written blocks (what a
     /// small group commit costs), with one and with two in flight on one file.
     pub(crate) overwrite_sync_us: [f64; 2],
+    /// Sequential write bandwidth in MiB/s (256 MiB, then one fdatasync): into a new file,
+    /// where the file system allocates blocks (and a thin-provisioned virtual disk, whose
+    /// blocks a `discard` mount gives back as files are deleted, may allocate too), and
+    /// over the same blocks again: the disk's own bandwidth.
     pub(crate) seq_write_mib_s: f64,
+    pub(crate) seq_overwrite_mib_s: f64,
     /// Mean microseconds from unparking a sleeping thread until it runs (half a ping-pong).
     pub(crate) wake_up_us: f64,
     /// The CPUs, and the workers of the runtime the in-process appenders run on (`annals`
@@ -110,6 +115,29 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
         overwrite_sync_latency(&file, 1)?,
         overwrite_sync_latency(&file, 2)?,
     ];
+    drop(file);
+    std::fs::remove_file(&path)?;
+    let path = dir.join("machine-probe-sequential");
+    let file = std::fs::File::create(&path)?;
+    let seq_write_mib_s = sequential_write(&file)?;
+    let seq_overwrite_mib_s = sequential_write(&file)?;
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(Machine {
+        fdatasync_per_s,
+        overwrite_sync_us,
+        seq_write_mib_s,
+        seq_overwrite_mib_s,
+        wake_up_us: wake_up_latency(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        runtime_workers: tokio::runtime::Handle::try_current()
+            .map_or(0, |h| h.metrics().num_workers()),
+        idle: IdlePolling::read(),
+    })
+}
+
+/// MiB/s of writing 256 MiB from the start of `file` in 1 MiB writes, then one fdatasync.
+fn sequential_write(file: &std::fs::File) -> std::io::Result<f64> {
     let chunk = vec![9u8; 1 << 20];
     let total_mib = 256u64;
     let started = Instant::now();
@@ -117,19 +145,7 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Machine> {
         file.write_all_at(&chunk, i << 20)?;
     }
     file.sync_data()?;
-    let seq_write_mib_s = total_mib as f64 / started.elapsed().as_secs_f64();
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(Machine {
-        fdatasync_per_s,
-        overwrite_sync_us,
-        seq_write_mib_s,
-        wake_up_us: wake_up_latency(),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        runtime_workers: tokio::runtime::Handle::try_current()
-            .map_or(0, |h| h.metrics().num_workers()),
-        idle: IdlePolling::read(),
-    })
+    Ok(total_mib as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Half the mean round trip of two threads that take turns waking each other, each parking

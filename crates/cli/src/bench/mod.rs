@@ -160,7 +160,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dir: scratch.path().to_owned(),
         plan,
         pg: &pg,
-        seq_write_mib_s: machine.seq_write_mib_s,
+        seq_overwrite_mib_s: machine.seq_overwrite_mib_s,
         pg_results: Default::default(),
     };
     let mut took = vec![("machine", machine_took)];

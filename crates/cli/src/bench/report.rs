@@ -43,12 +43,13 @@ impl Report {
     pub(crate) fn machine(&mut self, m: &Machine) {
         println!(
             "machine  fdatasync {:.0}/s   16 KiB overwrite + fdatasync {:.0} µs (2 in flight: \
-             {:.0} µs each)   sequential write {:.0} MiB/s   thread wake-up {:.1} µs   \
-             runtime: {} tokio worker(s) on {} CPUs   idle: {}",
+             {:.0} µs each)   sequential write {:.0} MiB/s (new file; {:.0} overwriting)   \
+             thread wake-up {:.1} µs   runtime: {} tokio worker(s) on {} CPUs   idle: {}",
             m.fdatasync_per_s,
             m.overwrite_sync_us[0],
             m.overwrite_sync_us[1],
             m.seq_write_mib_s,
+            m.seq_overwrite_mib_s,
             m.wake_up_us,
             m.runtime_workers,
             m.cpus,
@@ -60,6 +61,7 @@ impl Report {
         self.lines.push(json!({
             "workload": "machine", "variant": null, "system": "machine",
             "fdatasync_per_s": m.fdatasync_per_s, "seq_write_mib_s": m.seq_write_mib_s,
+            "seq_overwrite_mib_s": m.seq_overwrite_mib_s,
             "overwrite_sync_us": m.overwrite_sync_us[0],
             "overwrite_sync_us_2_in_flight": m.overwrite_sync_us[1],
             "wake_up_us": m.wake_up_us,

@@ -25,8 +25,9 @@ pub(crate) struct Context<'a> {
     pub(crate) dir: PathBuf,
     pub(crate) plan: Plan,
     pub(crate) pg: &'a Baseline,
-    /// The machine line's sequential write bandwidth, which W3's log rate is compared with.
-    pub(crate) seq_write_mib_s: f64,
+    /// The disk's sequential write bandwidth (overwriting, from the machine line), which W3's
+    /// log rate is compared with.
+    pub(crate) seq_overwrite_mib_s: f64,
     /// Baseline results by (script, clients), measured once per run.
     pub(crate) pg_results:
         std::sync::Mutex<std::collections::HashMap<(String, usize), Option<f64>>>,
@@ -452,8 +453,9 @@ async fn append_workload(
             extra: Some(format!(
                 "{}{}{}",
                 run.log_mib_per_s.map_or(String::new(), |m| format!(
-                    "MiB/s of log records, {:.0}% of the machine's sequential write bandwidth; ",
-                    100.0 * m / ctx.seq_write_mib_s
+                    "MiB/s of log records, {:.0}% of the disk's sequential write bandwidth \
+                     (overwriting); ",
+                    100.0 * m / ctx.seq_overwrite_mib_s
                 )),
                 run.describe(),
                 ceilings.as_ref().map_or(String::new(), |c| format!(
